@@ -1,0 +1,59 @@
+# The single entry point. Every target installs what it needs into .venv first.
+#   make book        build the HTML book into _build/html
+#   make test        run every test
+#   make exercises   regenerate exercises/ (nbgrader's student release) from solutions/
+#   make autograde   grade every submission in autograder/submitted/
+#   make bench       benchmarks
+#   make clean       remove build outputs (never submissions or the gradebook)
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+ASSIGNMENTS := $(notdir $(wildcard solutions/ch*))
+VENDOR := book/_vendor
+
+.PHONY: install book test exercises autograde bench clean lint vendor lock
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt constraints.txt pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+# MathJax 3 and the Jupyter widgets' JavaScript, from the npm registry, so that the book loads
+# nothing from a CDN. Versions are pinned in book/vendor/package-lock.json.
+vendor: $(VENDOR)/.vendored
+
+$(VENDOR)/.vendored: book/vendor/package.json book/vendor/package-lock.json book/vendor/copy.sh
+	bash book/vendor/copy.sh $(VENDOR)
+	touch $@
+
+book: install vendor
+	$(BIN)/jupyter-book build . --warningiserror --keep-going --builder html
+	@echo "The book is at file://$(CURDIR)/_build/html/index.html"
+
+exercises: install
+	@mkdir -p autograder
+	for a in $(ASSIGNMENTS); do $(BIN)/nbgrader generate_assignment "$$a" --force || exit 1; done
+
+test: install vendor
+	$(BIN)/ruff check autograder tests bench
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
+
+autograde: install
+	$(BIN)/python -m autograder.grade $(ASSIGNMENTS)
+
+bench: install
+	$(BIN)/python bench/bench_sdpa.py
+
+lock: install
+	$(PY) -m pip freeze --exclude-editable | sed 's/+cpu$$//' > constraints.txt
+
+clean:
+	rm -rf _build $(VENDOR) .pytest_cache .ruff_cache
