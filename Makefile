@@ -34,8 +34,10 @@ $(VENDOR)/.vendored: book/vendor/package.json book/vendor/package-lock.json book
 	bash book/vendor/copy.sh $(VENDOR)
 	touch $@
 
+# --all: re-read, and so re-execute, every page; a page's outputs also depend on autograder/,
+# which Sphinx does not track.
 book: install vendor
-	$(BIN)/jupyter-book build . --warningiserror --keep-going --builder html
+	$(BIN)/jupyter-book build . --all --warningiserror --keep-going --builder html
 	@echo "The book is at file://$(CURDIR)/_build/html/index.html"
 
 exercises: install
