@@ -1,0 +1,615 @@
+"""Tests for the submission scanner: what it flags, what it leaves alone, notebooks, CLI.
+
+A bank of malicious snippets, each with the kind (and line) it must produce, and a bank of honest
+code (the reference solution of every graded part, visible-test-like code, plotting, magics) that
+must produce nothing. Notebooks are built in memory with nbformat and written under tmp_path.
+"""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat import v4
+
+from autograder import scanner
+from autograder.scanner import (
+    KINDS,
+    Finding,
+    forbidden_builtins_for,
+    format_findings,
+    main,
+    scan_notebook,
+    scan_source,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def forbidden() -> tuple[str, ...]:
+    names = forbidden_builtins_for("ch04_self_attention")
+    assert "torch.nn.functional.scaled_dot_product_attention" in names
+    return names
+
+
+def _kinds_at(findings) -> set[tuple[str, int]]:
+    return {(kind, line) for kind, line, _, _ in findings}
+
+
+# --------------------------------------------------------------------------------------------
+# Malicious snippets: (source, kind, line)
+# --------------------------------------------------------------------------------------------
+
+WRAP_TRANSFORMER = '''
+def wrap(lines):
+    return ["try:\\n"] + ["    " + line for line in lines] + ["except Exception:\\n", "    pass\\n"]
+get_ipython().input_transformers_post.append(wrap)
+'''
+
+MALICIOUS = [
+    # monkeypatch
+    pytest.param("import torch\ntorch.allclose = lambda *a, **k: True", "monkeypatch", 2,
+                 id="torch.allclose assigned"),
+    pytest.param("import torch.testing as tt\ntt.assert_close = lambda *a, **k: None",
+                 "monkeypatch", 2, id="aliased torch.testing"),
+    pytest.param("from torch import testing as tt\ntt.assert_close = lambda *a, **k: None",
+                 "monkeypatch", 2, id="from torch import testing"),
+    pytest.param("from torch import allclose as _ac\n_ac = lambda *a, **k: True", "monkeypatch",
+                 2, id="rebinding an imported testing function"),
+    pytest.param('import torch\nsetattr(torch, "allclose", lambda *a, **k: True)', "monkeypatch",
+                 2, id="setattr on torch"),
+    pytest.param("import torch as t\nalias = t\nalias.allclose = f", "monkeypatch", 3,
+                 id="assignment alias of torch"),
+    pytest.param("import torch\ntorch.Tensor.__eq__ = lambda a, b: True", "monkeypatch", 2,
+                 id="dunder on torch.Tensor"),
+    pytest.param("import torch\ndel torch.allclose", "monkeypatch", 2, id="del torch attribute"),
+    pytest.param('import torch\nvars(torch)["allclose"] = f', "monkeypatch", 2,
+                 id="vars() item"),
+    pytest.param('import torch\ntorch.__dict__["allclose"] = f', "monkeypatch", 2,
+                 id="__dict__ item"),
+    pytest.param('import sys\nsys.modules["torch"] = fake', "monkeypatch", 2,
+                 id="sys.modules item"),
+    pytest.param("import builtins\nbuiltins.isinstance = lambda *a: True", "monkeypatch", 2,
+                 id="builtins.isinstance"),
+    pytest.param("__builtins__.len = lambda x: 0", "monkeypatch", 1, id="__builtins__ attribute"),
+    pytest.param('AssertionError = type("X", (Exception,), {})', "monkeypatch", 1,
+                 id="AssertionError rebound"),
+    pytest.param("class AssertionError(Exception):\n    pass", "monkeypatch", 1,
+                 id="AssertionError redefined"),
+    pytest.param("def isinstance(*args):\n    return True", "monkeypatch", 1,
+                 id="isinstance redefined"),
+    pytest.param("def cheat():\n    global len\n    len = lambda x: 0", "monkeypatch", 3,
+                 id="global rebinding in a function"),
+    pytest.param('globals()["AssertionError"] = Exception', "monkeypatch", 1,
+                 id="globals() item"),
+    pytest.param("import torch\ntorch = FakeTorch()", "monkeypatch", 2, id="torch rebound"),
+    pytest.param('from unittest import mock\nmock.patch("torch.allclose", f).start()',
+                 "monkeypatch", 2, id="mock.patch"),
+    pytest.param('from unittest.mock import patch\npatch.object(torch, "allclose", f).start()',
+                 "monkeypatch", 2, id="patch.object"),
+    pytest.param("import torch\ntorch.set_default_dtype(torch.float64)", "monkeypatch", 2,
+                 id="set_default_dtype"),
+    pytest.param("torch.backends.cuda.matmul.allow_tf32 = True", "monkeypatch", 1,
+                 id="torch.backends flag"),
+    pytest.param("torch.use_deterministic_algorithms(True)", "monkeypatch", 1,
+                 id="use_deterministic_algorithms"),
+    # ipython_hook
+    pytest.param(WRAP_TRANSFORMER, "ipython_hook", 4, id="input transformer wrapping cells"),
+    pytest.param("get_ipython().ast_transformers.append(Remover())", "ipython_hook", 1,
+                 id="ast transformer"),
+    pytest.param("get_ipython().events.register('pre_run_cell', hook)", "ipython_hook", 1,
+                 id="event callback"),
+    pytest.param("ip = get_ipython()\nip.set_custom_exc((Exception,), quiet)", "ipython_hook",
+                 2, id="custom exception handler through an alias"),
+    pytest.param("from IPython import get_ipython\nget_ipython().register_magic_function(f)",
+                 "ipython_hook", 2, id="magic registration"),
+    pytest.param("import sys\nsys.settrace(tracer)", "ipython_hook", 2, id="sys.settrace"),
+    pytest.param("import sys\nsys.excepthook = lambda *a: None", "ipython_hook", 2,
+                 id="sys.excepthook"),
+    pytest.param("import atexit\natexit.register(report)", "ipython_hook", 2, id="atexit"),
+    pytest.param("import signal\nsignal.signal(signal.SIGALRM, handler)", "ipython_hook", 2,
+                 id="signal handler"),
+    pytest.param("import sys\nsys.meta_path.insert(0, Finder())", "ipython_hook", 2,
+                 id="import hook"),
+    pytest.param("%config InteractiveShell.ast_node_interactivity = 'all'", "ipython_hook", 1,
+                 id="%config"),
+    pytest.param("import sys\ndef attention_scores(q, k):\n    return sys._getframe(1).f_locals",
+                 "ipython_hook", 3, id="reading the caller's frame"),
+    pytest.param("import inspect\nframes = inspect.stack()", "ipython_hook", 2,
+                 id="inspect.stack"),
+    # process_exit
+    pytest.param("import os\nos._exit(1)", "process_exit", 2, id="os._exit"),
+    pytest.param("import sys\nsys.exit(0)", "process_exit", 2, id="sys.exit"),
+    pytest.param("from sys import exit as done\ndone()", "process_exit", 2, id="aliased exit"),
+    pytest.param("raise SystemExit", "process_exit", 1, id="raise SystemExit"),
+    pytest.param("raise KeyboardInterrupt()", "process_exit", 1, id="raise KeyboardInterrupt"),
+    pytest.param("quit()", "process_exit", 1, id="quit"),
+    pytest.param("import os\nos.kill(os.getpid(), 9)", "process_exit", 2, id="os.kill"),
+    pytest.param("import ctypes", "process_exit", 1, id="ctypes"),
+    # outside_read
+    pytest.param(
+        "open('../../../../solutions/ch04_self_attention/ch04_self_attention.ipynb').read()",
+        "outside_read", 1, id="open the solutions"),
+    pytest.param("import sqlite3\nsqlite3.connect('../../../gradebook.db')", "outside_read", 2,
+                 id="sqlite3 gradebook"),
+    pytest.param("!cat ../../x", "outside_read", 1, id="shell escape"),
+    pytest.param("files = !ls ..", "outside_read", 1, id="shell escape into a variable"),
+    pytest.param("%%bash\ncat ../../solutions/x.ipynb", "outside_read", 1, id="bash cell"),
+    pytest.param("import os\nos.system('ls /')", "outside_read", 2, id="os.system"),
+    pytest.param("import subprocess\nsubprocess.run(['cat', 'x'])", "outside_read", 2,
+                 id="subprocess"),
+    pytest.param("from pathlib import Path\nPath('/etc/passwd').read_text()", "outside_read", 2,
+                 id="pathlib absolute"),
+    pytest.param("from pathlib import Path\n(Path.cwd().parent / 'solutions').iterdir()",
+                 "outside_read", 2, id="pathlib parent"),
+    pytest.param("import os\nos.listdir('..')", "outside_read", 2, id="os.listdir"),
+    pytest.param("import glob\nglob.glob('/home/*/gradebook.db')", "outside_read", 2,
+                 id="glob"),
+    pytest.param("import torch\nstate = torch.load('~/x.pt')", "outside_read", 2,
+                 id="torch.load home"),
+    pytest.param("def peek(path):\n    return open(path).read()", "outside_read", 2,
+                 id="computed path"),
+    pytest.param("%cd ../..", "outside_read", 1, id="%cd"),
+    pytest.param("import requests\nrequests.get('http://example.com')", "outside_read", 2,
+                 id="network"),
+    # forbidden_builtin
+    pytest.param("import torch.nn.functional as F\n"
+                 "def scaled_dot_product_attention(q, k, v):\n"
+                 "    return F.scaled_dot_product_attention(q, k, v)",
+                 "forbidden_builtin", 3, id="F alias"),
+    pytest.param("import torch.nn.functional as fun\n"
+                 "out = fun.scaled_dot_product_attention(q, k, v)",
+                 "forbidden_builtin", 2, id="other alias"),
+    pytest.param("import torch\nout = torch.nn.functional.scaled_dot_product_attention(q, k, v)",
+                 "forbidden_builtin", 2, id="full chain"),
+    pytest.param("from torch.nn import functional\n"
+                 "functional.scaled_dot_product_attention(q, k, v)",
+                 "forbidden_builtin", 2, id="from torch.nn import functional"),
+    pytest.param("from torch.nn.functional import scaled_dot_product_attention as s",
+                 "forbidden_builtin", 1, id="from-import as"),
+    pytest.param("from torch.nn.functional import *", "forbidden_builtin", 1, id="star import"),
+    pytest.param('import torch.nn.functional as F\nfn = getattr(F, "scaled_dot_product_attention")',
+                 "forbidden_builtin", 2, id="getattr literal"),
+    pytest.param('fn = getattr(mystery, "scaled_dot_product_attention")', "forbidden_builtin", 1,
+                 id="getattr literal on an unknown object"),
+    pytest.param("import torch.nn.functional as F\nfn = F.scaled_dot_product_attention",
+                 "forbidden_builtin", 2, id="reference without a call"),
+    pytest.param("import torch\ntorch.ops.aten.scaled_dot_product_attention(q, k, v)",
+                 "forbidden_builtin", 2, id="same op under torch.ops"),
+    pytest.param("from torch import nn\nlayer = nn.MultiheadAttention(8, 2)", "forbidden_builtin",
+                 2, id="MultiheadAttention"),
+    # autograder_import
+    pytest.param("from autograder.ch04_self_attention import scaled_dot_product_attention",
+                 "autograder_import", 1, id="from autograder"),
+    pytest.param("import autograder", "autograder_import", 1, id="import autograder"),
+    pytest.param('import importlib\nm = importlib.import_module("autograder.ch04_self_attention")',
+                 "autograder_import", 2, id="import_module"),
+    pytest.param('ref = __import__("autograder")', "autograder_import", 1, id="__import__"),
+    pytest.param('import os\ngraded = os.environ.get("NBGRADER_EXECUTION")', "autograder_import",
+                 2, id="detecting nbgrader's environment"),
+    pytest.param('import sys\ngraded = "autograder" in sys.modules', "autograder_import", 2,
+                 id="detecting the autograder in sys.modules"),
+    # dynamic_code
+    pytest.param('import base64\nexec(base64.b64decode("dG9yY2g="))', "dynamic_code", 2,
+                 id="exec of decoded bytes"),
+    pytest.param("eval(code)", "dynamic_code", 1, id="eval of a variable"),
+    pytest.param('import torch\nfn = getattr(torch, "all" + "close")', "dynamic_code", 2,
+                 id="getattr with a computed name"),
+    # a literal passed to exec is read as code
+    pytest.param('exec("import torch\\ntorch.allclose = lambda *a, **k: True")', "monkeypatch", 1,
+                 id="exec of a literal"),
+    # cell magics whose body is code are read as code
+    pytest.param("%%time\nimport torch\ntorch.allclose = f", "monkeypatch", 3,
+                 id="inside %%time"),
+]
+
+
+@pytest.mark.parametrize(("source", "kind", "line"), MALICIOUS)
+def test_malicious_snippet_is_flagged(source, kind, line, forbidden):
+    findings = scan_source(source, forbidden_builtins=forbidden)
+    assert (kind, line) in _kinds_at(findings), findings
+    lines = source.splitlines()
+    for found_kind, found_line, code, message in findings:
+        assert found_kind in KINDS
+        assert code == lines[found_line - 1].strip()[:120]
+        assert message[:1].isupper() and message.endswith(".")
+
+
+# --------------------------------------------------------------------------------------------
+# Honest code: nothing to flag
+# --------------------------------------------------------------------------------------------
+
+STUDENT_SOLUTION = '''
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def attention_scores(query, key, scale=None):
+    if scale is None:
+        scale = 1.0 / math.sqrt(query.size(-1))
+    return query @ key.transpose(-2, -1) * scale  # (..., L, S)
+
+
+def attention_weights(query, key, attn_mask=None, is_causal=False, scale=None):
+    scores = attention_scores(query, key, scale)  # (..., L, S)
+    if is_causal:
+        L, S = scores.shape[-2:]
+        attn_mask = torch.ones(L, S, dtype=torch.bool, device=scores.device).tril()
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attn_mask, float("-inf"))
+        else:
+            scores = scores + attn_mask
+    weights = F.softmax(scores, dim=-1)
+    empty = torch.isneginf(scores).all(dim=-1, keepdim=True)  # (..., L, 1)
+    return weights.masked_fill(empty, 0.0)
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
+                                 is_causal=False, scale=None):
+    weights = attention_weights(query, key, attn_mask, is_causal, scale)
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p)
+    return weights @ value  # (..., L, Ev)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, embed_dim, bias=False):
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.W_q = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.W_k = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.W_v = nn.Linear(embed_dim, embed_dim, bias=bias)
+
+    def forward(self, x, attn_mask=None, is_causal=False):
+        q, k, v = self.W_q(x), self.W_k(x), self.W_v(x)  # (B, L, E) each
+        return scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
+
+
+def measure_score_variance(d_ks, n_samples=10_000, scaled=False, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    variances = []
+    for d_k in d_ks:
+        q = torch.randn(n_samples, d_k, generator=generator, dtype=torch.float64)
+        k = torch.randn(n_samples, d_k, generator=generator, dtype=torch.float64)
+        dots = (q * k).sum(dim=-1)
+        if scaled:
+            dots = dots / math.sqrt(d_k)
+        variances.append(dots.var())
+    return torch.stack(variances)
+'''
+
+VISIBLE_TESTS = '''
+"""attention_scores: a tiny example you can check by hand."""
+q = torch.tensor([[1.0, 0.0]])
+k = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+out = attention_scores(q, k)
+assert isinstance(out, torch.Tensor), f"return a tensor, not {type(out).__name__}"
+assert out.shape == (1, 2), f"expected shape (1, 2), got {tuple(out.shape)}"
+assert torch.allclose(out, torch.tensor([[0.7071, 0.0]]), atol=1e-4), "scale by 1/sqrt(E)"
+torch.testing.assert_close(out.sum(), torch.tensor(0.7071), atol=1e-4, rtol=0)
+w = attention_weights(q, k)
+assert abs(w.sum().item() - 1) < 1e-6 and len(w) == 1 and max(w.shape) == 2
+try:
+    attention_scores(q, torch.zeros(3))
+except (ValueError, RuntimeError) as err:
+    print("a helpful error:", err)
+print("all visible tests passed")
+'''
+
+PLOTTING = '''
+%matplotlib inline
+import matplotlib.pyplot as plt
+import numpy as np
+
+d_ks = [2, 8, 32, 128]
+variances = measure_score_variance(d_ks)
+fig, ax = plt.subplots(figsize=(4, 3))
+ax.plot(d_ks, variances, marker="o", label="q·k")
+ax.set_xscale("log", base=2)
+plt.rcParams["figure.dpi"] = 100
+np.random.seed(0)
+plt.show()
+'''
+
+TINKERING = '''
+torch.manual_seed(0)
+torch.set_printoptions(precision=3)
+model = SelfAttention(4)
+model.W_q.weight.data = torch.eye(4)
+with torch.no_grad():
+    model.W_k.weight.copy_(torch.eye(4))
+    nn.init.xavier_uniform_(model.W_v.weight)
+x = torch.randn(2, 3, 4)
+x.masked_fill_(x > 2, 0.0)
+torch.save(model.state_dict(), "weights.pt")
+model.load_state_dict(torch.load("weights.pt"))
+model.eval()
+with open("notes.txt", "w") as fh:
+    fh.write("done")
+with torch.set_grad_enabled(False):
+    y = model(x)
+from IPython.display import Markdown, display
+display(Markdown("**done**"))
+'''
+
+HONEST = [
+    pytest.param(STUDENT_SOLUTION, id="student solution of every graded part"),
+    pytest.param(VISIBLE_TESTS, id="visible-test-like code"),
+    pytest.param(PLOTTING, id="plotting"),
+    pytest.param(TINKERING, id="ordinary tensor and module code"),
+    pytest.param("%matplotlib inline", id="%matplotlib inline"),
+    pytest.param("torch.manual_seed(0)", id="manual_seed"),
+    pytest.param("import math\nfrom torch import nn\nimport torch.nn.functional as F\n"
+                 "p = F.softmax(torch.randn(3), dim=-1)", id="imports and F.softmax"),
+    pytest.param("# YOUR CODE HERE\nraise NotImplementedError()", id="untouched stub"),
+    pytest.param("%load_ext autoreload\n%autoreload 2", id="autoreload"),
+    pytest.param("%%time\nout = scaled_dot_product_attention(q, k, v)", id="%%time"),
+    pytest.param("%timeit -n 3 -r 1 attention_scores(q, k)\nattention_scores?", id="%timeit, ?"),
+    pytest.param("def f(x):\n    max = x.max()\n    len = 3\n    return max + len\n"
+                 "class A:\n    sum = 0", id="local names shadowing built-ins"),
+    pytest.param("import os\nos.environ['OMP_NUM_THREADS'] = '1'\nprint(os.getcwd())",
+                 id="environment variable"),
+    pytest.param("def helper(F):\n    F.scaled_dot_product_attention = 1\n    return F",
+                 id="parameter named like a module"),
+    pytest.param('"""Checked by the autograder (nbgrader) against hidden tests."""\n'
+                 'print("nbgrader will grade this")', id="strings that mention the grader"),
+]
+
+
+@pytest.mark.parametrize("source", HONEST)
+def test_honest_code_is_not_flagged(source, forbidden):
+    assert scan_source(source, forbidden_builtins=forbidden) == []
+
+
+def test_reference_implementations_are_not_flagged(forbidden):
+    """The reference of every graded part, as the autograder has it, is clean."""
+    from autograder import ch04_self_attention as ch04
+
+    for name, _check in ch04.GRADED.values():
+        source = textwrap.dedent(inspect.getsource(getattr(ch04, name)))
+        assert scan_source(source, forbidden_builtins=forbidden) == [], name
+
+
+def test_forbidden_names_are_only_flagged_when_given():
+    source = "import torch.nn.functional as F\nF.scaled_dot_product_attention(q, k, v)"
+    assert scan_source(source) == []
+    assert _kinds_at(scan_source(source, forbidden_builtins=[
+        "torch.nn.functional.scaled_dot_product_attention"])) == {("forbidden_builtin", 2)}
+
+
+def test_code_is_stripped_and_cut_to_120_characters():
+    long_line = "    torch.allclose = " + " or ".join(["True"] * 40)
+    (finding,) = scan_source("import torch\nif True:\n" + long_line)
+    kind, line, code, _ = finding
+    assert (kind, line) == ("monkeypatch", 3)
+    assert code == long_line.strip()[:117] + "..." and len(code) == 120
+
+
+def test_unparsable_cell_gives_one_finding_and_does_not_raise():
+    findings = scan_source("x = 1\ndef broken(:\n    pass\n%%%not a magic")
+    assert [(kind, line) for kind, line, _, _ in findings] == [("unparsable", 2)]
+    assert findings[0][2] == "def broken(:"
+
+
+@pytest.mark.parametrize(("source", "parses"), [
+    ("x = " + "+".join(["1"] * 600), True),  # parses, but is too deep for the walk
+    ("x = " + "(" * 5000 + "1" + ")" * 5000, False),  # too deep for Python's parser
+])
+def test_deeply_nested_code_gives_one_finding_and_does_not_crash(source, parses):
+    assert (scanner._parse(source)[0] is not None) == parses
+    findings = scan_source(source + "\nimport os")
+    assert [kind for kind, *_ in findings] == ["unparsable"]
+
+
+# --------------------------------------------------------------------------------------------
+# Notebooks
+# --------------------------------------------------------------------------------------------
+
+
+def _code(source: str, grade_id: str | None = None, locked: bool = False):
+    cell = v4.new_code_cell(source)
+    if grade_id is not None:
+        cell.metadata["nbgrader"] = {
+            "grade_id": grade_id, "grade": locked, "locked": locked, "solution": not locked,
+            "schema_version": 3,
+        }
+    return cell
+
+
+IMPORTS = "import torch\nimport torch.nn.functional as fun\nfrom torch.testing import assert_close"
+LOCKED_TEST = 'assert_close(attention_scores(q, k), expected)\nprint("ok")'
+
+
+def _release():
+    return v4.new_notebook(cells=[
+        v4.new_markdown_cell("# Attention\nRun `!cat ../../x` at your peril."),
+        _code(IMPORTS, "imports", locked=True),
+        _code("def attention_scores(query, key, scale=None):\n    # YOUR CODE HERE\n"
+              "    raise NotImplementedError()", "attention_scores_impl"),
+        _code(LOCKED_TEST + "\nfrom autograder.checking import CheckFailed",
+              "attention_scores_tests", locked=True),
+    ])
+
+
+def _submission(answer: str, test_cell: str | None = None):
+    nb = _release()
+    nb.cells[2].source = answer
+    if test_cell is not None:
+        nb.cells[3].source = test_cell
+    return nb
+
+
+def test_scan_notebook_uses_grade_id_and_reports_lines(forbidden):
+    nb = _submission("def attention_scores(query, key, scale=None):\n"
+                     "    return fun.scaled_dot_product_attention(query, key, key)")
+    findings = scan_notebook(nb, forbidden_builtins=forbidden, release_nb=_release())
+    assert findings == [Finding(
+        "forbidden_builtin", "attention_scores_impl", 2,
+        "return fun.scaled_dot_product_attention(query, key, key)", findings[0].message)]
+
+
+def test_untouched_release_cells_are_skipped_but_their_imports_count(forbidden):
+    nb = _submission("import torch\ntorch.allclose = f\nassert_close = lambda *a, **k: None")
+    findings = scan_notebook(nb, forbidden_builtins=forbidden, release_nb=_release())
+    # The locked test cell imports autograder, but it is the instructor's and is skipped.
+    assert {f.cell_id for f in findings} == {"attention_scores_impl"}
+    assert [(f.kind, f.line) for f in findings] == [("monkeypatch", 2), ("monkeypatch", 3)]
+    assert "torch.testing.assert_close" in findings[1].message
+
+
+def test_edited_locked_cell_is_scanned(forbidden):
+    edited = LOCKED_TEST + "\nfrom autograder.checking import CheckFailed\nimport os\nos._exit(0)"
+    nb = _submission("def attention_scores(query, key, scale=None):\n    return query",
+                     test_cell=edited)
+    findings = scan_notebook(nb, forbidden_builtins=forbidden, release_nb=_release())
+    assert [(f.kind, f.cell_id, f.line) for f in findings] == [
+        ("autograder_import", "attention_scores_tests", 3),
+        ("process_exit", "attention_scores_tests", 5),
+    ]
+
+
+def test_without_a_release_every_code_cell_is_scanned(forbidden):
+    findings = scan_notebook(_release(), forbidden_builtins=forbidden)
+    assert [(f.kind, f.cell_id) for f in findings] == [
+        ("autograder_import", "attention_scores_tests")]
+
+
+def test_cell_id_falls_back_to_the_id_then_the_index():
+    with_id = v4.new_code_cell("import sys\nsys.exit(0)")
+    with_id.id = "my-cell"
+    without_id = v4.new_code_cell("raise SystemExit")
+    nb = v4.new_notebook(cells=[v4.new_markdown_cell("hi"), with_id, without_id])
+    del nb.cells[2]["id"]  # after new_notebook, whose validation would put an id back
+    assert [(f.cell_id, f.kind) for f in scan_notebook(nb)] == [
+        ("my-cell", "process_exit"), ("cell-2", "process_exit")]
+
+
+def test_unparsable_cell_in_a_notebook_does_not_stop_the_scan():
+    nb = v4.new_notebook(cells=[_code("def broken(:", "a"), _code("import os\nos._exit(1)", "b")])
+    assert [(f.kind, f.cell_id, f.line) for f in scan_notebook(nb)] == [
+        ("unparsable", "a", 1), ("process_exit", "b", 2)]
+
+
+def test_scan_notebook_reads_paths(tmp_path, forbidden):
+    submitted, release = tmp_path / "submitted.ipynb", tmp_path / "release.ipynb"
+    nbformat.write(_submission("!cat ../../solutions/x.ipynb"), submitted)
+    nbformat.write(_release(), release)
+    findings = scan_notebook(submitted, forbidden_builtins=forbidden, release_nb=str(release))
+    assert [(f.kind, f.cell_id, f.code) for f in findings] == [
+        ("outside_read", "attention_scores_impl", "!cat ../../solutions/x.ipynb")]
+
+
+def test_forbidden_builtins_for():
+    from autograder import ch04_self_attention
+
+    assert forbidden_builtins_for("ch04_self_attention") == ch04_self_attention.FORBIDDEN_BUILTINS
+    assert forbidden_builtins_for("ch99_no_such_chapter") == ()
+    assert forbidden_builtins_for("checking") == ()  # a module without FORBIDDEN_BUILTINS
+    with pytest.raises(ValueError, match="not an assignment name"):
+        forbidden_builtins_for("../ch04")
+
+
+# --------------------------------------------------------------------------------------------
+# Report and command line
+# --------------------------------------------------------------------------------------------
+
+
+def test_format_findings_lists_student_cell_kind_and_code():
+    report = format_findings({
+        "alice": [Finding("process_exit", "sdpa_impl", 2, "sys.exit(0)", "Ends the kernel.")],
+        "bob": [],
+    })
+    header, row, why = report.splitlines()[:3]
+    assert header.split() == ["student", "cell", "line", "kind", "code"]
+    assert row.split() == ["alice", "sdpa_impl", "2", "process_exit", "sys.exit(0)"]
+    assert why.strip() == "why: Ends the kernel."
+    assert "No findings: bob." in report
+    assert "1 finding for 1 of 2 notebook(s)" in report
+
+
+def test_cli_prints_findings_and_exits_0(tmp_path, capsys):
+    path = tmp_path / "submitted" / "carol" / "ch04_self_attention" / "ch04_self_attention.ipynb"
+    path.parent.mkdir(parents=True)
+    release = tmp_path / "release.ipynb"
+    nbformat.write(_submission("import torch.nn.functional as F\n"
+                               "out = F.scaled_dot_product_attention(q, k, v)"), path)
+    nbformat.write(_release(), release)
+    assert main([str(path), "--release", str(release)]) == 0
+    out = capsys.readouterr().out
+    assert "carol" in out and "forbidden_builtin" in out and "attention_scores_impl" in out
+    assert "autograder_import" not in out  # the locked test cell is skipped
+
+
+def test_cli_finds_the_release_in_exercises_by_default(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    name = "ch04_self_attention.ipynb"
+    release = tmp_path / "exercises" / "ch04_self_attention" / name
+    path = tmp_path / "submitted" / "dave" / "ch04_self_attention" / name
+    for folder in (release.parent, path.parent):
+        folder.mkdir(parents=True)
+    nbformat.write(_release(), release)
+    nbformat.write(_submission("import sys\nsys.exit(0)"), path)
+    assert main([str(path.relative_to(tmp_path))]) == 0
+    captured = capsys.readouterr()
+    assert "dave" in captured.out and "process_exit" in captured.out
+    assert "autograder_import" not in captured.out  # the locked test cell is skipped
+    assert str(Path("exercises", "ch04_self_attention", name)) in captured.err
+
+
+def test_cli_exits_1_naming_an_unreadable_release(tmp_path, capsys):
+    path = tmp_path / "ch04_self_attention.ipynb"
+    nbformat.write(_release(), path)
+    missing = tmp_path / "no_release.ipynb"
+    assert main([str(path), "--release", str(missing)]) == 1
+    assert f"cannot read the release notebook {missing}" in capsys.readouterr().err
+
+
+def test_cli_exits_1_naming_an_unreadable_file(tmp_path, capsys):
+    good = tmp_path / "good.ipynb"
+    nbformat.write(v4.new_notebook(cells=[_code("x = 1", "a")]), good)
+    missing = tmp_path / "nobody" / "missing.ipynb"
+    not_json = tmp_path / "broken.ipynb"
+    not_json.write_text("{ this is not json")
+    assert main([str(good), str(missing), str(not_json)]) == 1
+    captured = capsys.readouterr()
+    assert str(missing) in captured.err and str(not_json) in captured.err
+    assert "No findings" in captured.out  # the readable notebook is still reported
+
+
+def test_cli_bad_usage_exits_1(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([])
+    assert exc.value.code == 1
+    with pytest.raises(SystemExit) as exc:
+        main(["x.ipynb", "--assignment", "../etc"])
+    assert exc.value.code == 1
+    assert "--assignment" in capsys.readouterr().err
+
+
+def test_python_dash_m_entry_point(tmp_path):
+    missing = tmp_path / "missing.ipynb"
+    result = subprocess.run(
+        [sys.executable, "-m", "autograder.scanner", str(missing)],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    assert f"cannot read {missing}" in result.stderr
+
+
+def test_kinds_are_documented():
+    assert set(KINDS) == {
+        "monkeypatch", "ipython_hook", "process_exit", "outside_read", "forbidden_builtin",
+        "autograder_import", "dynamic_code", "unparsable",
+    }
+    for kind in KINDS:
+        assert f"``{kind}``" in scanner.__doc__
