@@ -53,6 +53,7 @@ autograde: install
 
 bench: install
 	$(BIN)/python bench/bench_sdpa.py
+	$(BIN)/python bench/bench_grader.py
 
 lock: install
 	$(PY) -m pip freeze --exclude-editable | sed 's/+cpu$$//' > constraints.txt

@@ -104,15 +104,23 @@ def bwrap_argv(
         # An interrupt is sent to the kernel's whole process group, bwrap included, and bwrap
         # dies of SIGINT (taking the kernel with it). An ignored signal stays ignored across
         # exec, so bwrap survives; the kernel installs its own SIGINT handler while it runs a cell.
-        "/bin/sh", "-c", 'trap "" INT; exec "$@"', "sandbox",
+        "/bin/sh",
+        "-c",
+        'trap "" INT; exec "$@"',
+        "sandbox",
         bwrap,
         "--unshare-all",  # network, PID, IPC, UTS, cgroup and user namespaces
         "--die-with-parent",
-        "--cap-drop", "ALL",
-        "--proc", "/proc",
-        "--dev", "/dev",
-        "--tmpfs", "/tmp",
-        "--dir", "/var/tmp",
+        "--cap-drop",
+        "ALL",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+        "--dir",
+        "/var/tmp",
     ]
     for path in ("/usr", "/etc", "/opt", "/bin", "/sbin", "/lib", "/lib64", "/lib32"):
         if os.path.islink(path):  # merged /usr: /bin -> usr/bin
@@ -250,7 +258,9 @@ class ResilientExecute(Execute):
                 continue
             why = reason if index == start else f"not run: an earlier cell stopped ({reason})"
             error = NotebookNode(
-                output_type="error", ename="GradingStopped", evalue=why,
+                output_type="error",
+                ename="GradingStopped",
+                evalue=why,
                 traceback=[f"GradingStopped: {why}"],
             )
             cell.outputs = [*cell.get("outputs", []), error] if index == start else [error]
@@ -258,8 +268,10 @@ class ResilientExecute(Execute):
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, DeadKernelError):
-        return ("the kernel died (the code exited the process, or hit the sandbox's memory or "
-                "CPU-time limit)")
+        return (
+            "the kernel died (the code exited the process, or hit the sandbox's memory or "
+            "CPU-time limit)"
+        )
     if isinstance(exc, CellTimeoutError):
         return "the cell ran past the time limit and could not be interrupted"
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,0 +1,150 @@
+"""Benchmark: the batch grader against sequential `nbgrader autograde`, on the same submissions.
+
+It makes N submissions of chapter 4 (by default 40: correct ones, untouched releases and three kinds
+of mistakes, in turn), grades one copy of the course with plain `nbgrader autograde` (one process,
+one student after another, no sandbox) and another with `autograder.grade` (sandboxed, parallel,
+trusted cross-check and feedback included), and prints the throughput of each, their ratio, and
+whether every student's automatic score is the same in both.
+
+Usage: python bench/bench_grader.py [--submissions 40] [--workers N] [--no-trusted]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+
+REPO = Path(__file__).resolve().parents[1]
+A = "ch04_self_attention"
+
+# Edits that make one part wrong: (solution cell, old text, new text).
+MISTAKES = [
+    ("attention_scores_solution", "scale = 1.0 / math.sqrt(query.size(-1))", "scale = 1.0"),
+    ("score_variance_solution", "variances.append(dots.var())", "variances.append(dots.std())"),
+    (
+        "attention_weights_solution",
+        "torch.softmax(scores, dim=-1)",
+        "torch.softmax(scores, dim=-2)",
+    ),
+]
+
+
+def _meta(cell) -> dict:
+    return cell.metadata.get("nbgrader", {})
+
+
+def make_submissions(course: Path, n: int) -> None:
+    source = nbformat.read(course / "solutions" / A / f"{A}.ipynb", 4)
+    release = nbformat.read(course / "exercises" / A / f"{A}.ipynb", 4)
+    answers = {
+        _meta(c)["grade_id"]: "\n".join(ln for ln in c.source.split("\n") if "### " not in ln)
+        for c in source.cells
+        if _meta(c).get("solution")
+    }
+    for i in range(n):
+        nb = nbformat.from_dict(release)
+        kind = i % 5  # 0, 1: correct; 2: untouched; 3, 4: a mistake
+        if kind != 2:
+            for cell in nb.cells:
+                if _meta(cell).get("solution"):
+                    cell.source = answers[_meta(cell)["grade_id"]]
+        if kind >= 3:
+            cell_id, old, new = MISTAKES[i % len(MISTAKES)]
+            cell = next(c for c in nb.cells if _meta(c).get("grade_id") == cell_id)
+            assert old in cell.source, f"{old!r} is no longer in {cell_id}; update the benchmark"
+            cell.source = cell.source.replace(old, new)
+        path = course / "autograder" / "submitted" / f"student{i:03d}" / A / f"{A}.ipynb"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, path)
+
+
+def make_course(root: Path, n: int) -> Path:
+    course = root / "course"
+    course.mkdir(parents=True)
+    shutil.copy2(REPO / "nbgrader_config.py", course)
+    shutil.copytree(REPO / "solutions", course / "solutions")
+    shutil.copytree(REPO / "exercises", course / "exercises")
+    make_submissions(course, n)
+    return course
+
+
+def nbgrader(course: Path, *args: str) -> None:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "nbgrader", *args],
+        cwd=course,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"nbgrader {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+
+
+def auto_scores(course: Path) -> dict[str, float]:
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'autograder' / 'gradebook.db'}") as gb:
+        return {s.student.id: float(s.code_score) for s in gb.assignment_submissions(A)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--submissions", type=int, default=40)
+    parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--no-trusted", action="store_true")
+    args = parser.parse_args()
+
+    from autograder.grade import Course, grade_assignment
+
+    root = Path(tempfile.mkdtemp(prefix="bench-grader-"))
+    try:
+        sequential = make_course(root / "sequential", args.submissions)
+        batch = make_course(root / "batch", args.submissions)
+        for course in (sequential, batch):
+            nbgrader(course, "generate_assignment", A, "--force")
+
+        start = time.perf_counter()
+        nbgrader(sequential, "autograde", A, "--force")
+        t_seq = time.perf_counter() - start
+
+        start = time.perf_counter()
+        results = grade_assignment(
+            Course.load(batch), A, workers=args.workers, trusted=not args.no_trusted, progress=False
+        )
+        t_batch = time.perf_counter() - start
+
+        theirs = auto_scores(sequential)
+        ours = {r.student: r.score for r in results}
+        differ = sorted(s for s in theirs if theirs[s] != ours.get(s))
+        n = args.submissions
+        extras = "sandbox, " + ("no trusted check" if args.no_trusted else "trusted check")
+        print(f"{n} submissions of {A}, {os.cpu_count()} cores")
+        print(f"{'grader':<46} {'seconds':>8} {'per minute':>11}")
+        print(
+            f"{'nbgrader autograde (sequential, no sandbox)':<46} {t_seq:8.1f} "
+            f"{60 * n / t_seq:11.1f}"
+        )
+        print(
+            f"{f'autograder.grade ({args.workers} workers, {extras}, feedback)':<46} "
+            f"{t_batch:8.1f} {60 * n / t_batch:11.1f}"
+        )
+        print(f"throughput ratio (batch / sequential): {t_seq / t_batch:.2f}x")
+        print(
+            "scores identical for every student: "
+            + ("yes" if not differ else f"NO, they differ for {', '.join(differ)}")
+        )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
