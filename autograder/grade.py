@@ -55,6 +55,7 @@ class Course:
 
     root: Path
     source: Path
+    release: Path
     submitted: Path
     autograded: Path
     feedback: Path
@@ -79,6 +80,7 @@ class Course:
         return cls(
             root=course_root,
             source=course_root / cd.get("source_directory", "source"),
+            release=course_root / cd.get("release_directory", "release"),
             submitted=course_root / cd.get("submitted_directory", "submitted"),
             autograded=course_root / cd.get("autograded_directory", "autograded"),
             feedback=course_root / cd.get("feedback_directory", "feedback"),
@@ -212,7 +214,7 @@ def _grade_one(course, assignment, student, sandboxed, trusted, timeout, tmp, re
         result.reason = f"grading stopped at cell {incident['cell'] + 1}: {incident['reason']}"
 
     autograded_dir = tmp / "autograded" / student / assignment
-    release = course.root / "exercises" / assignment
+    release = course.release / assignment
     for name in notebooks:
         release_nb = release / name
         for f in scanner.scan_notebook(
@@ -460,8 +462,20 @@ def grade_assignment(
             results[student].integrity.append("the original submission changed during grading")
 
     ordered = [results[s] for s in sorted(results)]
-    write_reports(course, assignment, ordered)
+    write_reports(course, assignment, [*_earlier_rows(course, assignment, results), *ordered])
     return ordered
+
+
+def _earlier_rows(course: Course, assignment: str, now: dict) -> list[StudentResult]:
+    """The last report's rows for the students not graded this time (a run with --student)."""
+    path = course.reports / f"{assignment}.json"
+    if not path.exists():
+        return []
+    try:
+        rows = [StudentResult(**row) for row in json.loads(path.read_text())]
+    except (ValueError, TypeError):  # unreadable or from another version: start afresh
+        return []
+    return [r for r in rows if r.student not in now]
 
 
 class _NoBar:
@@ -499,6 +513,7 @@ CSV_FIELDS = [
 def write_reports(course: Course, assignment: str, results: list[StudentResult]) -> Path:
     """Write <assignment>.csv (one row per student, always) and <assignment>-report.md."""
     course.reports.mkdir(parents=True, exist_ok=True)
+    results = sorted(results, key=lambda r: r.student)
     cells = sorted({c for r in results for c in [*r.cells, *r.needs_manual]})
     path = course.reports / f"{assignment}.csv"
     tmp_path = path.with_suffix(".csv.tmp")

@@ -211,3 +211,18 @@ def test_scale_default_is_inverse_sqrt_of_width():
     q = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
     k = torch.tensor([[2.0, 0.0, 0.0, 0.0]])
     assert ref.attention_scores(q, k).item() == pytest.approx(2.0 / math.sqrt(4))
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="LOUD SKIP: no CUDA device here; a CPU-only answer is only caught when grading on a GPU",
+)
+def test_cpu_only_answer_fails_when_the_checks_run_on_cuda():
+    def cpu_only(query, key, value, attn_mask=None, is_causal=False, scale=None):
+        mask = None if attn_mask is None else attn_mask.cpu()
+        return ref.scaled_dot_product_attention(
+            query.cpu(), key.cpu(), value.cpu(), attn_mask=mask, is_causal=is_causal, scale=scale
+        )
+
+    with pytest.raises(CheckFailed, match="on cpu but the inputs were on cuda"):
+        ref.check_scaled_dot_product_attention(cpu_only)

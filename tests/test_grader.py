@@ -423,3 +423,13 @@ def test_missing_bubblewrap_stops_with_instructions(monkeypatch, tmp_path):
     from autograder.grade import main
 
     assert main([A, "--course", str(course_root), "--no-progress"]) == 2
+
+
+def test_regrading_one_student_keeps_the_other_rows_and_the_submission(graded):
+    course, _, _, digests = graded
+    again = grade_assignment(course, A, students=["honest"], workers=1, timeout=20, progress=False)
+    assert [(r.student, r.score) for r in again] == [("honest", FULL)]
+    rows = {row["student"]: row for row in csv.DictReader(open(course.reports / f"{A}.csv"))}
+    assert set(rows) == set(BANK)
+    assert float(rows["honest"]["score"]) == FULL
+    assert _digest(course.submitted / "honest" / A) == digests["honest"]
