@@ -201,6 +201,10 @@ def _grade_one(course, assignment, student, sandboxed, trusted, timeout, tmp, re
     shutil.copytree(submitted, tmp / "submitted" / student / assignment, symlinks=False)
     shutil.copy2(course.db_path, tmp / "gradebook.db")
 
+    # The instructor's manual scores and extra credit from an earlier run come along in the copy;
+    # anything else that shows up in it during grading was written by the student's code.
+    instructor_set = _manual_marks(tmp / "gradebook.db", assignment, student)
+
     incident_file = tmp / "incident.json"
     api = NbGraderAPI(config=_worker_config(course, tmp, sandboxed, incident_file, timeout))
     outcome = api.autograde(assignment, student, force=True, create=True)
@@ -254,9 +258,8 @@ def _grade_one(course, assignment, student, sandboxed, trusted, timeout, tmp, re
                             f"{cell}: nbgrader {auto:g}, trusted {trusted_score:g}{why}"
                         )
                         grade.auto_score = min(auto, trusted_score)
-                # Nothing in a fresh copy of the gradebook sets these for this student: only
-                # code that reached the gradebook file could have.
-                if grade.manual_score is not None or grade.extra_credit:
+                marks = (grade.manual_score, grade.extra_credit)
+                if marks != instructor_set.get((nb.name, cell), (None, None)) and any(marks):
                     result.integrity.append(
                         f"{cell}: the worker's gradebook got manual score {grade.manual_score} / "
                         f"extra credit {grade.extra_credit} during grading (ignored)"
@@ -289,6 +292,22 @@ def _grade_one(course, assignment, student, sandboxed, trusted, timeout, tmp, re
             + _last_line(outcome.get("error", ""))
             + ")"
         )
+
+
+def _manual_marks(db_path: Path, assignment: str, student: str) -> dict[tuple, tuple]:
+    """{(notebook, cell): (manual score, extra credit)} of a student's submission, if any."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    with Gradebook(f"sqlite:///{db_path}") as gb:
+        try:
+            submission = gb.find_submission(assignment, student)
+        except MissingEntry:
+            return {}
+        return {
+            (nb.name, grade.cell.name): (grade.manual_score, grade.extra_credit)
+            for nb in submission.notebooks
+            for grade in nb.grades
+        }
 
 
 def _last_line(text: str) -> str:
@@ -340,6 +359,25 @@ def _snapshot(course: Course, assignment: str) -> dict[str, tuple]:
                     key = f"{submission.student.id}/{nb.name}/{grade.cell.name}"
                     out[key] = (grade.manual_score, grade.extra_credit)
         return out
+
+
+def _restore_marks(course: Course, assignment: str, before: dict[str, tuple]) -> dict:
+    """Set every manual score and extra credit back to `before`; return what had changed."""
+    from nbgrader.api import Gradebook
+
+    changed = {}
+    with Gradebook(f"sqlite:///{course.db_path}") as gb:
+        for submission in gb.assignment_submissions(assignment):
+            for nb in submission.notebooks:
+                for grade in nb.grades:
+                    key = f"{submission.student.id}/{nb.name}/{grade.cell.name}"
+                    now = (grade.manual_score, grade.extra_credit)
+                    was = before.get(key, (None, None))
+                    if now != was:
+                        changed[key] = (was, now)
+                        grade.manual_score, grade.extra_credit = was
+        gb.db.commit()
+    return changed
 
 
 def _merge(course: Course, assignment: str, result: StudentResult) -> None:
@@ -442,21 +480,21 @@ def grade_assignment(
             bar.update(1)
     bar.close()
 
-    after = _snapshot(course, assignment)
-    for key, value in after.items():
-        if key in before and before[key] != value:
-            student = key.split("/", 1)[0]
-            if student in results:
-                results[student].integrity.append(
-                    f"{key}: manual score / extra credit changed from {before[key]} to {value} "
-                    "while grading ran"
-                )
-        elif key not in before and any(v for v in value):
-            student = key.split("/", 1)[0]
-            if student in results:
-                results[student].integrity.append(
-                    f"{key}: manual score / extra credit {value} appeared while grading ran"
-                )
+    # No instructor grades by hand while the batch runs: any manual score or extra credit that
+    # changed meanwhile was written by something else. Put it back and say so.
+    tampered = _restore_marks(course, assignment, before)
+    for key, (was, now) in tampered.items():
+        student = key.split("/", 1)[0]
+        note = (
+            f"{key}: manual score / extra credit changed from {was} to {now} while grading "
+            "ran; restored"
+        )
+        if student not in results:
+            results[student] = next(
+                (r for r in _earlier_rows(course, assignment, {}) if r.student == student),
+                StudentResult(student=student, status="not graded in this run"),
+            )
+        results[student].integrity.append(note)
     for student, digest in digests.items():
         if _digest(course.submitted / student / assignment) != digest:
             results[student].integrity.append("the original submission changed during grading")

@@ -433,3 +433,31 @@ def test_regrading_one_student_keeps_the_other_rows_and_the_submission(graded):
     assert set(rows) == set(BANK)
     assert float(rows["honest"]["score"]) == FULL
     assert _digest(course.submitted / "honest" / A) == digests["honest"]
+
+
+def test_without_the_sandbox_gradebook_writes_are_flagged_and_undone(graded):
+    """--no-sandbox: the attack reaches both gradebooks; nothing of it survives unflagged."""
+    from nbgrader.api import Gradebook
+
+    course, _, _, _ = graded
+    again = grade_assignment(
+        course,
+        A,
+        students=["gradebook_write"],
+        sandboxed=False,
+        trusted=False,
+        timeout=20,
+        progress=False,
+        workers=1,
+    )
+    row = next(r for r in again if r.student == "gradebook_write")
+    assert not row.sandboxed and row.score == FULL
+    assert any("worker's gradebook" in note for note in row.integrity), row.integrity
+    assert any("restored" in note for note in row.integrity), row.integrity
+    with Gradebook(f"sqlite:///{course.db_path}") as gb:
+        for submission in gb.assignment_submissions(A):
+            grades = [g for nb in submission.notebooks for g in nb.grades]
+            assert not [g.extra_credit for g in grades if g.extra_credit], submission.student.id
+    rows = {r["student"]: r for r in csv.DictReader(open(course.reports / f"{A}.csv"))}
+    assert rows["gradebook_write"]["sandboxed"].startswith("NO")
+    assert "restored" in rows["honest"]["integrity"]
