@@ -102,7 +102,7 @@ def load_config(root: Path):
 @dataclass
 class StudentResult:
     student: str
-    status: str = "graded"  # graded | stopped | error | no notebook
+    status: str = "graded"  # graded | stopped | error | no notebook | not graded in this run
     reason: str = ""
     score: float = 0.0
     max_score: float = 0.0
