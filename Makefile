@@ -2,7 +2,7 @@
 #   make book        build the HTML book into _build/html
 #   make test        run every test
 #   make exercises   regenerate exercises/ (nbgrader's student release) from solutions/
-#   make autograde   grade every submission in autograder/submitted/
+#   make autograde   grade every submission in grading/submitted/
 #   make bench       benchmarks
 #   make clean       remove build outputs (never submissions or the gradebook)
 
@@ -41,7 +41,7 @@ book: install vendor
 	@echo "The book is at file://$(CURDIR)/_build/html/index.html"
 
 exercises: install
-	@mkdir -p autograder
+
 	for a in $(ASSIGNMENTS); do $(BIN)/nbgrader generate_assignment "$$a" --force || exit 1; done
 
 test: install vendor
@@ -49,7 +49,7 @@ test: install vendor
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 autograde: install
-	$(BIN)/python -m autograder.grade $(ASSIGNMENTS)
+	$(BIN)/python -m autograder.engine.grade $(ASSIGNMENTS)
 
 bench: install
 	$(BIN)/python bench/bench_sdpa.py

@@ -1,13 +1,9 @@
 """nbgrader's configuration: where each stage of an assignment lives, and how it is graded.
 
 The course root is the folder of this file (the repository root), whatever the working directory:
-    solutions/<assignment>/                           source notebooks (solutions, hidden tests)
-    exercises/<assignment>/                           the student release (`make exercises`)
-    autograder/submitted/<student>/<assignment>/      submissions, as collected
-    autograder/autograded/<student>/<assignment>/     executed copies, with the grader's outputs
-    autograder/feedback/<student>/<assignment>/       HTML feedback for the student
-    autograder/gradebook.db                           the gradebook (SQLite)
-The gradebook and the three autograder/ folders are working state: .gitignore keeps them out of git.
+    solutions/<assignment>/      source notebooks (solutions, hidden tests)
+    exercises/<assignment>/      the student release (`make exercises`)
+    grading/                     students' work, grades and feedback (below; never in git)
 
 Settings are for nbgrader 0.9.6 (see requirements.txt).
 """
@@ -36,17 +32,25 @@ c.CourseDirectory.course_id = "attention-step-by-step"
 c.CourseDirectory.source_directory = "solutions"
 c.CourseDirectory.release_directory = "exercises"
 
-# Students' work and everything derived from it stays under autograder/, next to the checks, so
-# that one ignore rule keeps it out of git and `make clean` can never reach it.
-c.CourseDirectory.submitted_directory = os.path.join("autograder", "submitted")
-c.CourseDirectory.autograded_directory = os.path.join("autograder", "autograded")
-c.CourseDirectory.feedback_directory = os.path.join("autograder", "feedback")
+# Students' work and everything made from it lives in one grading folder, outside the code: the
+# sandbox that runs a student's notebook must not be able to see it, and the package's folder is
+# not it. By default it is grading/ beside this file (git ignores it); set ATTENTION_GRADING_DIR
+# to keep it elsewhere, for instance on a disk that is backed up.
+#    <grading>/submitted/<student>/<assignment>/      submissions, as collected
+#    <grading>/autograded/<student>/<assignment>/     the graded copies, with the grader's outputs
+#    <grading>/feedback/<student>/<assignment>/       HTML feedback for the student
+#    <grading>/reports/<assignment>.csv               the grades, one row per student
+#    <grading>/gradebook.db                           the gradebook (SQLite)
+GRADING = os.path.abspath(os.environ.get("ATTENTION_GRADING_DIR") or os.path.join(HERE, "grading"))
+c.CourseDirectory.submitted_directory = os.path.join(GRADING, "submitted")
+c.CourseDirectory.autograded_directory = os.path.join(GRADING, "autograded")
+c.CourseDirectory.feedback_directory = os.path.join(GRADING, "feedback")
 
 # An absolute path, so that the gradebook is the same file from any working directory. SQLite does
 # not create missing folders, and nbgrader then fails with a misleading "run `nbgrader db upgrade`"
-# hint; the folder is created here so that a fresh temporary course works too.
-os.makedirs(os.path.join(HERE, "autograder"), exist_ok=True)
-c.CourseDirectory.db_url = "sqlite:///" + os.path.join(HERE, "autograder", "gradebook.db")
+# hint; the folder is created here so that a fresh course works too.
+os.makedirs(GRADING, exist_ok=True)
+c.CourseDirectory.db_url = "sqlite:///" + os.path.join(GRADING, "gradebook.db")
 
 # What the student sees in place of a solution: a stub that fails loudly, so that an unanswered
 # part scores 0 instead of passing tests by accident (this is also nbgrader's default for Python).

@@ -126,8 +126,8 @@ def delete_cell(nb: nbformat.NotebookNode, gid: str) -> None:
 
 
 def submit(course: Path, student: str, assignment: str, nb: nbformat.NotebookNode) -> Path:
-    """Put `nb` where nbgrader collects it: autograder/submitted/<student>/<assignment>/."""
-    path = course / "autograder" / "submitted" / student / assignment / f"{assignment}.ipynb"
+    """Put `nb` where nbgrader collects it: grading/submitted/<student>/<assignment>/."""
+    path = course / "grading" / "submitted" / student / assignment / f"{assignment}.ipynb"
     write_notebook(nb, path)
     return path
 

@@ -1,0 +1,425 @@
+"""The trusted side of grading: run a notebook in a sandboxed runner, then judge each part.
+
+:func:`judge_notebook` is the whole of one submission's grading. It starts ``runner.py`` in the
+sandbox (:mod:`autograder.engine.sandbox`), sends it the notebook's code cells, and gets each
+cell's outputs back. Then, for each graded part of the chapter, it runs the part's check *here*,
+with a :class:`RemoteSubject` standing for the student's function, class or object: each call the
+check makes is sent to the runner, which calls the student's code on the check's inputs and sends
+back the result as data. The stand-ins a check declares are answered here too, with the reference,
+when the student's code calls them. This process never runs, imports or unpickles anything of the
+student's: it loads frames with ``torch.load(weights_only=True)`` and checks every value
+(``runner.decode``).
+
+Time. A cell, and a call, run under a time limit that the runner enforces itself (an alarm); if the
+student's code does not stop, the judge kills the runner a few seconds later. A runner that ends
+(``os._exit``, a crash, a memory limit) or is killed is started again: during the cells, without
+the cell that ended it; during a check, for the next part (the part it was in fails, saying why).
+
+Not here: the checks (``autograder/chapters``), the batch grader and the gradebook (``grade.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import select
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from autograder.engine import runner
+from autograder.engine.sandbox import Limits, bwrap_argv, runner_command
+from autograder.toolkit import CheckFailed, GradingAborted, StudentError, Subject
+
+__all__ = ["Options", "PartVerdict", "NotebookRun", "RemoteSubject", "judge_notebook"]
+
+GRACE = 5.0  # seconds the runner gets, past a time limit, before it is killed
+STDERR_TAIL = 4096
+MAX_STARTS = 4  # runner starts for one submission
+
+
+@dataclass(frozen=True)
+class Options:
+    sandboxed: bool = True
+    cell_seconds: float = 120.0  # one cell
+    part_seconds: float = 120.0  # one part's check, all its calls together
+    start_seconds: float = 60.0  # starting Python and torch in the sandbox
+    limits: Limits = Limits()
+    hidden: tuple[str, ...] = ()  # folders the sandbox must not show
+
+
+@dataclass
+class PartVerdict:
+    grade_id: str
+    passed: bool
+    message: str = ""  # the property that failed, for the student's feedback
+
+
+@dataclass
+class NotebookRun:
+    """What running the cells gave: each cell's outputs, the names defined, and incidents."""
+
+    outputs: dict[int, list[dict]] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)
+    skipped: dict[int, str] = field(default_factory=dict)  # cell index -> why it was skipped
+    verdicts: list[PartVerdict] = field(default_factory=list)
+    stderr: str = ""
+
+
+class _Lost(Exception):
+    """The runner ended or was killed."""
+
+
+class _Runner:
+    """One sandboxed runner process and its two pipes."""
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.workdir = tempfile.mkdtemp(prefix="sandbox-")
+        cmd = runner_command()
+        if options.sandboxed:
+            cmd = bwrap_argv(
+                cmd, workdir=self.workdir, hidden=options.hidden, limits=options.limits
+            )
+            env = None
+        else:
+            cmd = [cmd[0], "-I", str(runner.__file__)]
+            env = {**os.environ, "MPLBACKEND": "agg", "OMP_NUM_THREADS": "1"}
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=self.workdir,
+            env=env,
+            start_new_session=True,
+        )
+        self.buffer = b""
+        self.stderr = b""
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            with contextlib.suppress(OSError):
+                pipe.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def send(self, message: dict) -> None:
+        buf = io.BytesIO()
+        torch.save(message, buf, _use_new_zipfile_serialization=False)
+        payload = buf.getvalue()
+        try:
+            self.proc.stdin.write(runner.HEADER.pack(len(payload)) + payload)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise _Lost("the grading process ended") from None
+
+    def receive(self, deadline: float) -> dict:
+        """The next frame, or _Lost when the runner ends or `deadline` passes (it is killed)."""
+        need = runner.HEADER.size
+        while True:
+            if len(self.buffer) >= need:
+                if need == runner.HEADER.size:
+                    (n,) = runner.HEADER.unpack(self.buffer[:need])
+                    if n > runner.MAX_FRAME:
+                        self.kill()
+                        raise _Lost("the grading process sent a frame larger than the limit")
+                    need += n
+                    continue
+                payload, self.buffer = self.buffer[runner.HEADER.size : need], self.buffer[need:]
+                try:
+                    frame = torch.load(io.BytesIO(payload), weights_only=True)
+                except Exception:  # a forged or broken frame: nothing in it is run
+                    frame = None
+                if type(frame) is not dict:
+                    self.kill()
+                    raise _Lost("the grading process sent a frame that could not be read")
+                return frame
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.kill()
+                raise _Lost("it ran past its time limit and was stopped")
+            ready, _, _ = select.select([self.proc.stdout, self.proc.stderr], [], [], left)
+            for pipe in ready:
+                chunk = os.read(pipe.fileno(), 1 << 20)
+                if pipe is self.proc.stderr:
+                    self.stderr = (self.stderr + chunk)[-STDERR_TAIL:]
+                elif chunk:
+                    self.buffer += chunk
+                else:
+                    self.proc.wait()
+                    raise _Lost(_ended(self.proc.returncode))
+
+
+def _ended(code: int | None) -> str:
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else code
+        return f"the grading process was killed ({name}; a memory or CPU-time limit?)"
+    return f"the grading process ended (exit status {code}; os._exit, sys.exit or a crash?)"
+
+
+class Session:
+    """A submission's runner, started again as needed, and the stand-ins of the current check."""
+
+    def __init__(self, cells: list[tuple[int, str]], options: Options) -> None:
+        self.cells = cells
+        self.options = options
+        self.run = NotebookRun()
+        self.runner: _Runner | None = None
+        self.starts = 0
+        self.stand_ins: Mapping[str, Callable] = {}
+        self.deadline = 0.0
+
+    def close(self) -> None:
+        if self.runner is not None:
+            self.run.stderr = self.runner.stderr.decode("utf-8", "replace")
+            self.runner.kill()
+            self.runner = None
+
+    def start(self) -> None:
+        """Start a runner and run every cell not skipped; a cell that ends it is skipped."""
+        while True:
+            self.close()
+            if self.starts >= MAX_STARTS:
+                raise GradingAborted("the grading process was lost too often; not checked")
+            self.starts += 1
+            self.runner = _Runner(self.options)
+            todo = [(i, src) for i, src in self.cells if i not in self.run.skipped]
+            current = None
+            try:
+                self.runner.send({"op": "run", "cells": todo, "seconds": self.options.cell_seconds})
+                deadline = time.monotonic() + self.options.start_seconds
+                while True:
+                    frame = self.runner.receive(deadline)
+                    event = frame.get("event")
+                    if event == "cell":
+                        current = int(frame["index"])
+                        deadline = time.monotonic() + self.options.cell_seconds + GRACE
+                    elif event == "cell_done":
+                        outputs = frame.get("outputs")
+                        if type(outputs) is list:
+                            self.run.outputs[int(frame["index"])] = _clean_outputs(outputs)
+                        current = None
+                        deadline = time.monotonic() + self.options.start_seconds
+                    elif event == "ready":
+                        names = frame.get("names")
+                        if type(names) is dict:
+                            self.run.names = {str(k): str(v) for k, v in names.items()}
+                        return
+                    else:
+                        raise _Lost("the grading process sent an unexpected frame")
+            except _Lost as lost:
+                if current is None:
+                    raise GradingAborted(f"the notebook could not be run: {lost}") from None
+                why = f"this cell stopped the grading process ({lost}); it was skipped"
+                self.run.skipped[current] = why
+                self.run.outputs[current] = [_error_output("GradingStopped", why)]
+
+    def request(self, message: dict) -> dict:
+        """Send a request; answer the stand-in calls it makes; return its reply."""
+        if self.runner is None:
+            self.start()
+        runner_ = self.runner
+        seconds = max(0.1, self.deadline - time.monotonic())
+        try:
+            runner_.send({**message, "seconds": seconds, "stand_ins": list(self.stand_ins)})
+            while True:
+                frame = runner_.receive(self.deadline + GRACE)
+                if frame.get("event") == "stand_in":
+                    runner_.send(self._stand_in(frame))
+                    continue
+                return frame
+        except _Lost as lost:
+            self.close()
+            raise GradingAborted(str(lost)) from None
+
+    def _stand_in(self, frame: dict) -> dict:
+        """The reference's answer to a stand-in call from the student's code (or its gradient)."""
+        try:
+            fn = self.stand_ins[frame["name"]]
+            args = runner.decode(frame["args"], device_map=_device)
+            kwargs = runner.decode(frame["kwargs"], device_map=_device)
+            if type(args) is not tuple or type(kwargs) is not dict:
+                raise runner.ProtocolError("malformed arguments")
+            grad = frame.get("grad")
+            if grad is None:
+                return {"ok": True, "value": runner.encode(fn(*args, **kwargs))}
+            grad_output = runner.decode(grad, device_map=_device)
+            flags = frame.get("requires_grad") or []
+            leaves = runner.tensor_leaves((args, kwargs))
+            marked = [
+                t.requires_grad_()
+                for t, f in zip(leaves, flags, strict=False)
+                if f and t.is_floating_point()
+            ]
+            with torch.enable_grad():
+                out = fn(*args, **kwargs)
+                loss = (out * grad_output.to(out.device, out.dtype)).sum()
+                grads = torch.autograd.grad(loss, marked, allow_unused=True)
+            grads = [
+                torch.zeros_like(t) if g is None else g for t, g in zip(marked, grads, strict=False)
+            ]
+            return {"ok": True, "value": runner.encode(grads)}
+        except Exception as exc:  # bad arguments from the student's code: it gets the error
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _device(name: str) -> str:
+    return name if name.startswith("cuda") and torch.cuda.is_available() else "cpu"
+
+
+def _error_output(ename: str, evalue: str) -> dict:
+    return {"output_type": "error", "ename": ename, "evalue": evalue, "traceback": []}
+
+
+def _clean_outputs(outputs: list) -> list[dict]:
+    """The runner's outputs, kept only as the plain strings a notebook output holds."""
+    clean = []
+    for out in outputs[:20]:
+        if type(out) is not dict:
+            continue
+        kind = out.get("output_type")
+        if kind == "stream" and out.get("name") in ("stdout", "stderr"):
+            clean.append(
+                {"output_type": "stream", "name": out["name"], "text": str(out.get("text", ""))}
+            )
+        elif kind == "error":
+            tb = out.get("traceback") if type(out.get("traceback")) is list else []
+            clean.append(
+                {
+                    "output_type": "error",
+                    "ename": str(out.get("ename", "Error")),
+                    "evalue": str(out.get("evalue", "")),
+                    "traceback": [str(line) for line in tb[:20]],
+                }
+            )
+    return clean
+
+
+class RemoteSubject(Subject):
+    """The student's function, class or object in the runner, as a check sees it."""
+
+    def __init__(self, session: Session, target: tuple, label: str) -> None:
+        self.session = session
+        self.target = target
+        self.label = label
+
+    def _keep(self, obj) -> int:
+        if isinstance(obj, RemoteSubject) and obj.target[0] == "handle":
+            return obj.target[1]
+        raise runner.ProtocolError(f"a {type(obj).__name__} cannot be sent to the student's code")
+
+    def _ask(self, message: dict):
+        reply = self.session.request({**message, "target": self.target})
+        if reply.get("ok") is not True:
+            error = reply.get("error") if type(reply.get("error")) is dict else {}
+            raise StudentError(str(error.get("type", "Error")), str(error.get("message", "")))
+        return reply
+
+    def _value(self, enc):
+        def resolve(key: int, type_name: str):
+            return RemoteSubject(self.session, ("handle", key), f"{type_name} object")
+
+        try:
+            return runner.decode(enc, resolve, _device)
+        except runner.ProtocolError as exc:
+            raise CheckFailed(f"{self.label}: the result could not be read ({exc}).") from None
+
+    def invoke(self, method, args, kwargs, *, seed=None, grad=None):
+        message = {
+            "op": "call",
+            "method": method,
+            "args": runner.encode(tuple(args), self._keep),
+            "kwargs": runner.encode(dict(kwargs), self._keep),
+            "seed": seed,
+        }
+        if grad is not None:
+            g = grad.get("grad_output")
+            message["grad"] = {**grad, "grad_output": None if g is None else runner.encode(g)}
+        reply = self._ask(message)
+        out = self._value(reply.get("value"))
+        grads = self._value(reply.get("grads")) if grad is not None else None
+        if grad is not None:
+            if type(grads) is not dict or type(grads.get("inputs")) is not list:
+                raise CheckFailed(f"{self.label}: the gradients could not be read.")
+            grads.setdefault("params", {})
+        return out, grads
+
+    def attribute(self, name: str):
+        return self._value(self._ask({"op": "get", "name": name}).get("value"))
+
+    def describe(self) -> dict:
+        info = self._value(self._ask({"op": "describe"}).get("value"))
+        if type(info) is not dict or not {"type", "modules", "state"} <= set(info):
+            raise CheckFailed(f"{self.label}: its description could not be read.")
+        return info
+
+    def load_state_dict(self, state, strict: bool = True) -> None:
+        self._ask({"op": "load_state", "state": runner.encode(dict(state)), "strict": strict})
+
+    def to(self, device=None, dtype=None) -> RemoteSubject:
+        dtype_name = str(dtype).removeprefix("torch.") if dtype is not None else None
+        self._ask({"op": "to", "device": str(torch.device(device or "cpu")), "dtype": dtype_name})
+        return self
+
+    @contextlib.contextmanager
+    def standing_in(self, stand_ins: Mapping[str, Callable]):
+        saved = self.session.stand_ins
+        self.session.stand_ins = dict(stand_ins)
+        try:
+            yield
+        finally:
+            self.session.stand_ins = saved
+
+
+def judge_notebook(
+    cells: list[tuple[int, str]], parts, options: Options = Options()
+) -> NotebookRun:
+    """Run `cells` ((index, source) pairs) in the sandbox, then check every part of `parts`
+    (``autograder.chapters.Part``); never raises for anything the student's code does."""
+    session = Session(cells, options)
+    try:
+        try:
+            session.start()
+        except GradingAborted as exc:
+            session.run.verdicts = [PartVerdict(p.grade_id, False, str(exc)) for p in parts]
+            return session.run
+        for part in parts:
+            session.run.verdicts.append(_judge_part(session, part))
+        return session.run
+    finally:
+        session.close()
+
+
+def _judge_part(session: Session, part) -> PartVerdict:
+    if part.name not in session.run.names:
+        return PartVerdict(
+            part.grade_id,
+            False,
+            f"{part.name} is not defined after the notebook has run; look for an error in the "
+            "cell that defines it.",
+        )
+    session.deadline = time.monotonic() + session.options.part_seconds
+    try:
+        if session.runner is None:
+            session.start()
+        part.check(RemoteSubject(session, ("name", part.name), part.name))
+    except CheckFailed as exc:
+        return PartVerdict(part.grade_id, False, str(exc))
+    except GradingAborted as exc:
+        return PartVerdict(part.grade_id, False, f"{part.name}: {exc}")
+    except Exception as exc:  # the check itself broke on what came back: say so, never crash
+        return PartVerdict(
+            part.grade_id, False, f"{part.name} could not be checked ({type(exc).__name__}: {exc})"
+        )
+    return PartVerdict(part.grade_id, True)

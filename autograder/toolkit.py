@@ -1,0 +1,411 @@
+"""The check toolkit: what every chapter's checks share.
+
+A check is a function decorated with :func:`check`. It takes the student's function, class or
+object (what the hidden test passes it), draws its own inputs from fixed seeds, calls the student's
+code through a :class:`Subject`, and either returns or raises :class:`CheckFailed` with a message
+that names the property that failed and where to look, never the hidden inputs or expected values.
+
+The :class:`Subject` is what makes one check serve two places. In a plain nbgrader run, and in
+pytest, the student's code is in this process (:class:`LocalSubject`). In the course's grader it
+runs in a sandbox, and the check holds a ``RemoteSubject`` (``autograder/engine/judge.py``) that
+sends the inputs there and gets outputs back as data. Both go through the same calls
+(``autograder/engine/runner.py``): the same seeding, the same gradients, the same conversions.
+
+**One bug, one part.** ``@check(stand_ins={"attention_weights": reference.attention_weights})``
+makes every call of ``attention_weights`` from the student's code, for as long as the check runs,
+reach the reference instead of the student's own earlier part: a mistake in Part 2 then costs Part
+2 only. In the sandbox the stand-in answers from outside (the reference never enters it).
+
+Not here: a chapter's references, checks and known-wrong implementations
+(``autograder/chapters/<slug>/``), and the grading engine (``autograder/engine/``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+import torch
+
+from autograder.engine import runner
+
+__all__ = [
+    "CheckFailed",
+    "GradingAborted",
+    "StudentError",
+    "TOLERANCES",
+    "Subject",
+    "LocalSubject",
+    "as_subject",
+    "check",
+    "check_devices",
+    "calling",
+    "raises",
+    "compare",
+    "cases",
+    "where",
+    "attention_rows",
+    "module_state",
+]
+
+
+class CheckFailed(AssertionError):
+    """A property of the student's code did not hold.
+
+    Subclasses AssertionError so that nbgrader counts it as a failed test, like a plain assert.
+    """
+
+
+class GradingAborted(RuntimeError):
+    """The student's code could not be asked: it ran past its time or ended its process."""
+
+
+class StudentError(Exception):
+    """An exception the student's code raised in the sandbox: its type's name and its message."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+
+
+# (rtol, atol) per dtype, for one attention layer of width <= 64 compared with the reference.
+TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
+    torch.float64: (1e-7, 1e-9),
+    torch.float32: (1e-4, 1e-5),
+    torch.bfloat16: (2e-2, 2e-2),
+    torch.float16: (2e-3, 2e-3),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Subjects: the student's code as a check sees it
+# --------------------------------------------------------------------------------------------
+
+
+class Subject:
+    """The student's function, class or object.
+
+    - ``subject(*args, **kwargs)`` calls it (a class: constructs an instance). A result that is
+      plain data (tensors, numbers, str, bytes, lists, tuples, dicts) comes back as itself; any
+      other object (a module, a tokenizer) comes back as a Subject.
+    - ``subject.seeded(seed)(*args)`` calls it with torch's generator seeded, so that a module's
+      initial weights are the same on every side.
+    - ``subject.method("encode")(text)``, ``subject.attribute("merges")``.
+    - ``subject.describe()``: {"type", "modules": {name: class name}, "state": state dict}.
+    - ``subject.load_state_dict(state, strict=True)``, ``subject.to(device, dtype)``.
+    - ``subject.gradients(args, kwargs, params=False, grad_output=None, method=None)``: the
+      output and the gradients of <output, grad_output> with respect to the floating-point
+      tensors in the arguments and (with params) the parameters: (output, [grads], {name: grad}).
+    """
+
+    label = "the student's code"
+
+    def invoke(self, method, args, kwargs, *, seed=None, grad=None):
+        raise NotImplementedError
+
+    def __call__(self, *args, **kwargs):
+        return self.invoke(None, args, kwargs)[0]
+
+    def seeded(self, seed: int) -> Callable:
+        return lambda *args, **kwargs: self.invoke(None, args, kwargs, seed=seed)[0]
+
+    def method(self, name: str) -> Callable:
+        return lambda *args, **kwargs: self.invoke(name, args, kwargs)[0]
+
+    def gradients(self, args=(), kwargs=None, *, params=False, grad_output=None, method=None):
+        grad = {"inputs": True, "params": params, "grad_output": grad_output}
+        out, grads = self.invoke(method, tuple(args), dict(kwargs or {}), grad=grad)
+        return out, grads["inputs"], grads["params"]
+
+    def attribute(self, name: str):
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor], strict: bool = True) -> None:
+        raise NotImplementedError
+
+    def to(self, device=None, dtype: torch.dtype | None = None) -> Subject:
+        raise NotImplementedError
+
+    def standing_in(self, stand_ins: Mapping[str, Callable]):
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.label}>"
+
+
+class LocalSubject(Subject):
+    """The student's code in this process (a plain nbgrader run, or pytest)."""
+
+    def __init__(self, obj, label: str | None = None) -> None:
+        self.obj = obj
+        self.label = label or getattr(obj, "__name__", type(obj).__name__)
+
+    def invoke(self, method, args, kwargs, *, seed=None, grad=None):
+        # Fresh copies of the inputs, as the sandbox gets: an in-place change by the student's
+        # code cannot reach the check's own tensors.
+        args, kwargs = runner.map_leaves((args, kwargs), lambda t: t.detach().clone())
+        out, grads = runner.call(self.obj, method, args, kwargs, seed, grad)
+        return self._wrap(out), grads
+
+    def _wrap(self, value):
+        if isinstance(value, torch.Tensor) or value is None:
+            return value
+        if type(value) in (bool, int, float, str, bytes):
+            return value
+        module = type(value).__module__ or ""
+        if module == "numpy" or module.startswith("numpy."):
+            return runner._from_numpy(value)
+        if isinstance(value, list):
+            return [self._wrap(v) for v in value]
+        if isinstance(value, tuple):
+            return tuple(self._wrap(v) for v in value)
+        if isinstance(value, dict):
+            return {k: self._wrap(v) for k, v in value.items()}
+        if isinstance(value, (bool, int, float, str, bytes)):
+            return value
+        return LocalSubject(value, f"{type(value).__name__} object")
+
+    def attribute(self, name: str):
+        return self._wrap(getattr(self.obj, name))
+
+    def describe(self) -> dict:
+        return runner.describe(self.obj)
+
+    def load_state_dict(self, state, strict: bool = True) -> None:
+        runner.load_state(self.obj, dict(state), strict)
+
+    def to(self, device=None, dtype=None) -> LocalSubject:
+        self.obj.to(device=device, dtype=dtype)
+        return self
+
+    @contextlib.contextmanager
+    def standing_in(self, stand_ins: Mapping[str, Callable]) -> Iterator[None]:
+        namespace = _namespace_of(self.obj)
+        saved = {}
+        if namespace is not None:
+            for name, fn in stand_ins.items():
+                saved[name] = namespace.get(name, _MISSING)
+                namespace[name] = fn
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is _MISSING:
+                    namespace.pop(name, None)
+                else:
+                    namespace[name] = value
+
+
+_MISSING = object()
+
+
+def _namespace_of(obj) -> dict | None:
+    """The global namespace the student's code looks names up in (a notebook's, a module's)."""
+    if inspect.ismethod(obj):
+        obj = obj.__func__
+    if inspect.isfunction(obj):
+        return obj.__globals__
+    cls = obj if inspect.isclass(obj) else type(obj)
+    for value in vars(cls).values():
+        value = getattr(value, "__func__", value)
+        if inspect.isfunction(value):
+            return value.__globals__
+    return None
+
+
+def as_subject(student) -> Subject:
+    return student if isinstance(student, Subject) else LocalSubject(student)
+
+
+def check(*, stand_ins: Mapping[str, Callable] | None = None):
+    """Make a check: it takes the student's code (a Subject, or the object itself) and raises
+    CheckFailed; while it runs, the names in `stand_ins` reach the given references instead of
+    the student's own earlier parts.
+    """
+    stand_ins = dict(stand_ins or {})
+
+    def decorate(body: Callable[[Subject], None]) -> Callable:
+        @functools.wraps(body)
+        def run(student) -> None:
+            subject = as_subject(student)
+            with subject.standing_in(stand_ins):
+                body(subject)
+
+        run.stand_ins = stand_ins
+        return run
+
+    return decorate
+
+
+# --------------------------------------------------------------------------------------------
+# Running and comparing
+# --------------------------------------------------------------------------------------------
+
+
+def check_devices() -> list[torch.device]:
+    """The devices a check runs on: the CPU, and the GPU when there is one."""
+    devices = [torch.device("cpu")]
+    if torch.cuda.is_available():
+        devices.append(torch.device("cuda"))
+    return devices
+
+
+def calling(what: str, fn: Callable, *args, **kwargs):
+    """Call the student's code; turn any exception it raises into a CheckFailed naming `what`."""
+    try:
+        return fn(*args, **kwargs)
+    except (CheckFailed, GradingAborted):
+        raise
+    except StudentError as exc:
+        raise CheckFailed(f"{what} raised {exc.type_name}: {exc}") from None
+    except Exception as exc:  # the student's code may raise anything
+        raise CheckFailed(f"{what} raised {type(exc).__name__}: {exc}") from None
+
+
+def raises(expected: type[Exception], what: str, fn: Callable, *args, **kwargs) -> None:
+    """Raise CheckFailed unless the student's code raises `expected` (by its name, as an
+    exception from the sandbox comes back as its type's name and message)."""
+    try:
+        fn(*args, **kwargs)
+    except (CheckFailed, GradingAborted):
+        raise
+    except Exception as exc:  # the student's code may raise anything
+        name = exc.type_name if isinstance(exc, StudentError) else type(exc).__name__
+        if name != expected.__name__:
+            raise CheckFailed(f"{what} must raise {expected.__name__}, not {name}.") from None
+    else:
+        raise CheckFailed(f"{what} must raise {expected.__name__}.")
+
+
+def compare(
+    actual,
+    expected: torch.Tensor,
+    what: str,
+    *,
+    equal_nan: bool = False,
+    tolerance: tuple[float, float] | None = None,
+    hint: str = "",
+) -> None:
+    """Raise CheckFailed unless `actual` matches `expected` in shape, dtype, device and values.
+
+    The message says which of those differs, and for values how large the largest difference is,
+    but not the values themselves; `hint` (where to look) is added to a shape or value failure.
+    """
+    hint = f" {hint}" if hint else ""
+    if not isinstance(actual, torch.Tensor):
+        raise CheckFailed(f"{what}: expected a torch.Tensor, got {type(actual).__name__}.")
+    if actual.shape != expected.shape:
+        raise CheckFailed(
+            f"{what}: wrong shape {tuple(actual.shape)}, expected {tuple(expected.shape)}.{hint}"
+        )
+    if actual.dtype != expected.dtype:
+        raise CheckFailed(
+            f"{what}: the result is {actual.dtype} but the inputs were {expected.dtype}; "
+            "the result keeps the inputs' dtype (do not convert, and create new tensors with "
+            "the inputs' dtype)."
+        )
+    if actual.device.type != expected.device.type:
+        raise CheckFailed(
+            f"{what}: the result is on {actual.device} but the inputs were on {expected.device}; "
+            "create new tensors on the inputs' device."
+        )
+    if not equal_nan and bool(torch.isnan(actual).any()):
+        raise CheckFailed(f"{what}: the result contains NaN.")
+    rtol, atol = tolerance or TOLERANCES[expected.dtype]
+    if not torch.allclose(actual, expected, rtol=rtol, atol=atol, equal_nan=equal_nan):
+        diff = (actual.double() - expected.double()).abs().nan_to_num(nan=float("inf")).max()
+        raise CheckFailed(
+            f"{what}: values differ from the reference (largest absolute difference "
+            f"{diff.item():.3g}, allowed {atol:g} + {rtol:g}·|expected|).{hint}"
+        )
+
+
+def cases(
+    shapes: Sequence[tuple], dtypes: Sequence[torch.dtype], seeds: Sequence[int] | None = None
+) -> Iterator[tuple[torch.device, torch.dtype, int, tuple]]:
+    """(device, dtype, seed, shape) for every shape, on every device, with every dtype.
+
+    The seed is the shape's index unless `seeds` gives one per shape.
+    """
+    for device in check_devices():
+        for dtype in dtypes:
+            for i, shape in enumerate(shapes):
+                yield device, dtype, (seeds[i] if seeds else i), shape
+
+
+def where(device: torch.device, dtype: torch.dtype, **sizes: int) -> str:
+    """' (B=2, L=4, ..., float32, cpu)': the case, for a failure message (sizes, never values)."""
+    dims = ", ".join(f"{k}={v}" for k, v in sizes.items())
+    return f" ({dims}{', ' if dims else ''}{str(dtype).removeprefix('torch.')}, {device.type})"
+
+
+def attention_rows(weights, mask: torch.Tensor | None, what: str) -> None:
+    """Properties of attention weights, checked before any value: a tensor, finite, >= 0,
+    exactly 0 where the boolean mask (True = allowed) forbids, rows that sum to 1, and all-zero
+    rows where every key is masked.
+    """
+    if not isinstance(weights, torch.Tensor):
+        raise CheckFailed(f"{what}: expected a torch.Tensor, got {type(weights).__name__}.")
+    if mask is not None and not _broadcasts_to(mask.shape, weights.shape):
+        raise CheckFailed(
+            f"{what}: wrong shape {tuple(weights.shape)}; the weights have one row per query "
+            "and one column per key, (..., L, S)."
+        )
+    if bool(torch.isnan(weights).any()):
+        raise CheckFailed(f"{what}: the weights contain NaN.")
+    if bool((weights < 0).any()):
+        raise CheckFailed(f"{what}: some weights are negative; softmax output is never negative.")
+    _, atol = TOLERANCES.get(weights.dtype, (0, 1e-3))
+    sums = weights.double().sum(dim=-1)  # (..., L)
+    if mask is not None:
+        mask = mask.to(weights.device).expand_as(weights)  # (..., L, S)
+        if bool((weights.masked_select(~mask) != 0).any()):
+            raise CheckFailed(
+                f"{what}: a masked key (mask False) got a nonzero weight; masked keys must get "
+                "weight exactly 0, so mask the scores *before* the softmax."
+            )
+        attends = mask.any(dim=-1)  # (..., L)
+        if bool((sums[~attends] != 0).any()):
+            raise CheckFailed(
+                f"{what}: a query whose keys are all masked must get weights 0 (it attends to "
+                "nothing)."
+            )
+        sums = sums[attends]
+    if not torch.allclose(sums, torch.ones_like(sums), rtol=0, atol=10 * atol):
+        raise CheckFailed(
+            f"{what}: the rows do not sum to 1; each query's weights are a softmax over the "
+            "keys (the last dimension), taken after masking."
+        )
+
+
+def _broadcasts_to(shape: tuple, target: tuple) -> bool:
+    """Whether a tensor of `shape` broadcasts to exactly `target`."""
+    if len(shape) > len(target):
+        return False
+    return all(a in (1, b) for a, b in zip(reversed(shape), reversed(target), strict=False))
+
+
+def module_state(subject: Subject, what: str, layers: Mapping[str, tuple[str, tuple]]) -> dict:
+    """The student's module's state dict, after checking that it has the named layers.
+
+    layers maps a submodule name to (class name, weight shape), e.g.
+    {"W_q": ("Linear", (8, 8))}; a missing layer, another class or another shape fails with a
+    message that names it.
+    """
+    info = subject.describe()
+    for name, (kind, shape) in layers.items():
+        found = info["modules"].get(name)
+        if found is None:
+            raise CheckFailed(f"{what} must have a submodule called {name} (an nn.{kind}).")
+        if found != kind:
+            raise CheckFailed(f"{what}.{name} must be an nn.{kind}, not a {found}.")
+        weight = info["state"].get(f"{name}.weight")
+        if weight is None or tuple(weight.shape) != tuple(shape):
+            got = None if weight is None else tuple(weight.shape)
+            raise CheckFailed(f"{what}.{name}.weight must have shape {tuple(shape)}, not {got}.")
+    return info["state"]
