@@ -231,9 +231,10 @@ class _Plan:
 
 def _plan(nb, release, graded: dict[str, GradedCell]) -> _Plan:
     """What runs: the student's cells in their order, every locked cell as released (put back
-    where it was if deleted), test cells not at all (the checks run outside), and cells that the
-    release holds as they are, unchanged and neither locked nor answers, not at all (they only
-    illustrate; the student's own outputs stay)."""
+    where it was if deleted). Not run: grade cells of tests (the checks run outside, and their
+    verdict becomes the cell's output), cells tagged ``visible-tests`` (they teach; the student's
+    own outputs stay), and cells that the release holds as they are, unchanged and neither locked
+    nor answers (they only illustrate; the student's own outputs stay)."""
     import nbformat
 
     def meta(cell) -> dict:
@@ -249,7 +250,10 @@ def _plan(nb, release, graded: dict[str, GradedCell]) -> _Plan:
         if gid in locked:
             if gid in seen:
                 continue  # a copied locked cell: one is enough
+            outputs = cell.get("outputs", [])
             cell = nbformat.from_dict(locked[gid])
+            if cell.cell_type == "code":
+                cell.outputs = outputs
         if gid:
             seen.add(gid)
         cells.append(cell)
@@ -276,6 +280,8 @@ def _plan(nb, release, graded: dict[str, GradedCell]) -> _Plan:
             tests[index] = gid
             cell.outputs = []
             continue
+        if "visible-tests" in cell.metadata.get("tags", []):
+            continue  # they teach; the grade cell after them holds the checks
         if not m and cell.source in plain:
             continue
         cell.outputs = []
