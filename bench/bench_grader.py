@@ -2,11 +2,11 @@
 
 It makes N submissions of chapter 4 (by default 40: correct ones, untouched releases and three kinds
 of mistakes, in turn), grades one copy of the course with plain `nbgrader autograde` (one process,
-one student after another, no sandbox) and other copies with `autograder.grade` (sandboxed,
-parallel, with feedback; with and without the trusted cross-check), and prints the throughput of
-each, its ratio to nbgrader's, and whether every student's automatic score is the same.
+one student after another, no sandbox, the hidden tests in the student's kernel) and another with
+`autograder.engine.grade` (every protection on: sandbox, checks outside it, scanner, feedback), and
+prints the throughput of each, the ratio, and whether every student's automatic score is the same.
 
-Usage: python bench/bench_grader.py [--submissions 40] [--workers N] [--only trusted|no-trusted]
+Usage: python bench/bench_grader.py [--submissions 40] [--workers N]
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def make_submissions(course: Path, n: int) -> None:
             cell = next(c for c in nb.cells if _meta(c).get("grade_id") == cell_id)
             assert old in cell.source, f"{old!r} is no longer in {cell_id}; update the benchmark"
             cell.source = cell.source.replace(old, new)
-        path = course / "autograder" / "submitted" / f"student{i:03d}" / A / f"{A}.ipynb"
+        path = course / "grading" / "submitted" / f"student{i:03d}" / A / f"{A}.ipynb"
         path.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, path)
 
@@ -92,7 +92,7 @@ def nbgrader(course: Path, *args: str) -> None:
 def auto_scores(course: Path) -> dict[str, float]:
     from nbgrader.api import Gradebook
 
-    with Gradebook(f"sqlite:///{course / 'autograder' / 'gradebook.db'}") as gb:
+    with Gradebook(f"sqlite:///{course / 'grading' / 'gradebook.db'}") as gb:
         return {s.student.id: float(s.code_score) for s in gb.assignment_submissions(A)}
 
 
@@ -100,14 +100,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--submissions", type=int, default=40)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
-    parser.add_argument(
-        "--only", choices=["trusted", "no-trusted"], help="time one batch configuration, not both"
-    )
     args = parser.parse_args()
 
-    from autograder.grade import Course, grade_assignment
+    from autograder.engine.grade import Course, grade_assignment
 
-    configs = [c for c in ("trusted", "no-trusted") if args.only in (None, c)]
     n = args.submissions
     root = Path(tempfile.mkdtemp(prefix="bench-grader-"))
     try:
@@ -118,32 +114,25 @@ def main() -> None:
         t_seq = time.perf_counter() - start
         theirs = auto_scores(sequential)
 
-        rows = [("nbgrader autograde (sequential, no sandbox)", t_seq, "")]
-        for config in configs:
-            batch = make_course(root / config, n)
-            nbgrader(batch, "generate_assignment", A, "--force")
-            start = time.perf_counter()
-            results = grade_assignment(
-                Course.load(batch),
-                A,
-                workers=args.workers,
-                trusted=config == "trusted",
-                progress=False,
-            )
-            t_batch = time.perf_counter() - start
-            ours = {r.student: r.score for r in results}
-            differ = sorted(s for s in theirs if theirs[s] != ours.get(s))
-            same = "yes" if not differ else f"NO ({', '.join(differ)})"
-            check = "trusted check" if config == "trusted" else "no trusted check"
-            label = f"autograder.grade ({args.workers} workers, sandbox, {check}, feedback)"
-            rows.append((label, t_batch, same))
+        batch = make_course(root / "batch", n)
+        nbgrader(batch, "generate_assignment", A, "--force")
+        start = time.perf_counter()
+        results = grade_assignment(Course.load(batch), A, workers=args.workers, progress=False)
+        t_batch = time.perf_counter() - start
+        ours = {r.student: r.score for r in results}
+        differ = sorted(s for s in theirs if theirs[s] != ours.get(s))
+        same = "yes" if not differ and len(ours) == n else f"NO ({', '.join(differ)})"
 
+        rows = [
+            ("nbgrader autograde (sequential, no sandbox)", t_seq, ""),
+            (f"autograder.engine.grade ({args.workers} workers, everything on)", t_batch, same),
+        ]
         print(f"{n} submissions of {A}, {os.cpu_count()} cores (target: batch >= 2x sequential)")
-        print(f"{'grader':<70} {'seconds':>8} {'per min':>8} {'ratio':>6}  same scores")
-        for label, seconds, same in rows:
+        print(f"{'grader':<62} {'seconds':>8} {'per min':>8} {'ratio':>6}  same scores")
+        for label, seconds, same_scores in rows:
             print(
-                f"{label:<70} {seconds:8.1f} {60 * n / seconds:8.1f} {t_seq / seconds:5.2f}x  "
-                f"{same}"
+                f"{label:<62} {seconds:8.1f} {60 * n / seconds:8.1f} {t_seq / seconds:5.2f}x  "
+                f"{same_scores}"
             )
     finally:
         shutil.rmtree(root, ignore_errors=True)

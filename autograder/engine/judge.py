@@ -74,23 +74,70 @@ class NotebookRun:
 
 
 class _Lost(Exception):
-    """The runner ended or was killed."""
+    """The student's process ended or was killed."""
 
 
-class _Runner:
-    """One sandboxed runner process and its two pipes."""
+class _Frames:
+    """Frames read from one pipe: an 8-byte big-endian length, then a torch.save payload."""
+
+    def __init__(self, pipe) -> None:
+        self.pipe = pipe
+        self.buffer = b""
+
+    def feed(self, chunk: bytes) -> None:
+        self.buffer += chunk
+
+    def next(self) -> dict | None:
+        """The next whole frame, None if it has not all arrived; _Lost if it cannot be read."""
+        size = runner.HEADER.size
+        if len(self.buffer) < size:
+            return None
+        (n,) = runner.HEADER.unpack(self.buffer[:size])
+        if n > runner.MAX_FRAME:
+            raise _Lost("the grading process sent a frame larger than the limit")
+        if len(self.buffer) < size + n:
+            return None
+        payload, self.buffer = self.buffer[size : size + n], self.buffer[size + n :]
+        try:
+            frame = torch.load(io.BytesIO(payload), weights_only=True)
+        except Exception:  # a forged or broken frame: nothing in it is run
+            frame = None
+        if type(frame) is not dict:
+            raise _Lost("the grading process sent a frame that could not be read")
+        return frame
+
+
+def _frame_bytes(message: dict) -> bytes:
+    buf = io.BytesIO()
+    torch.save(message, buf, _use_new_zipfile_serialization=False)
+    payload = buf.getvalue()
+    return runner.HEADER.pack(len(payload)) + payload
+
+
+class ForkServer:
+    """One sandbox per grading worker: a runner that has imported torch, and forks one fresh
+    process for each student (``runner.serve_forks``).
+
+    Two channels: data (stdin and stdout: the student's process and the judge) and control
+    (a pipe pair only the fork server holds: "fork", and "ended" once a student's process has
+    ended and the sandbox is clean). Between two students the fork server kills whatever the
+    first left running, empties the writable folders and drains the data pipe; the judge drains
+    its end too. A student's process that does not stop in time takes the fork server with it.
+    """
 
     def __init__(self, options: Options) -> None:
         self.options = options
         self.workdir = tempfile.mkdtemp(prefix="sandbox-")
-        cmd = runner_command()
+        to_child, from_judge = os.pipe()
+        to_judge, from_child = os.pipe()
+        cmd = [*runner_command(), "--control", str(to_child), str(from_child)]
         if options.sandboxed:
             cmd = bwrap_argv(
                 cmd, workdir=self.workdir, hidden=options.hidden, limits=options.limits
             )
             env = None
         else:
-            cmd = [cmd[0], "-I", str(runner.__file__)]
+            cmd = [cmd[0], "-I", str(runner.__file__), *cmd[3:]]
             env = {**os.environ, "MPLBACKEND": "agg", "OMP_NUM_THREADS": "1"}
         self.proc = subprocess.Popen(
             cmd,
@@ -99,12 +146,25 @@ class _Runner:
             stderr=subprocess.PIPE,
             cwd=self.workdir,
             env=env,
+            pass_fds=(to_child, from_child),
             start_new_session=True,
         )
-        self.buffer = b""
+        os.close(to_child)
+        os.close(from_child)
+        self.control_out = os.fdopen(from_judge, "wb", buffering=0)
+        self.control_in = os.fdopen(to_judge, "rb", buffering=0)
+        self.data = _Frames(self.proc.stdout)
+        self.control = _Frames(self.control_in)
         self.stderr = b""
+        self.child = False
+        self.alive = True
+        kind, frame = self.receive(time.monotonic() + options.start_seconds)
+        if kind != "control" or frame.get("event") != "ready":
+            self.kill()
+            raise _Lost("the grading process did not start")
 
     def kill(self) -> None:
+        self.alive = self.child = False
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
@@ -112,95 +172,140 @@ class _Runner:
         for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             with contextlib.suppress(OSError):
                 pipe.close()
+        for pipe in (self.control_in, self.control_out):
+            with contextlib.suppress(OSError):
+                pipe.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def send(self, message: dict) -> None:
-        buf = io.BytesIO()
-        torch.save(message, buf, _use_new_zipfile_serialization=False)
-        payload = buf.getvalue()
+    def _write(self, pipe, message: dict) -> None:
         try:
-            self.proc.stdin.write(runner.HEADER.pack(len(payload)) + payload)
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
+            pipe.write(_frame_bytes(message))
+            pipe.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            self.kill()
             raise _Lost("the grading process ended") from None
 
-    def receive(self, deadline: float) -> dict:
-        """The next frame, or _Lost when the runner ends or `deadline` passes (it is killed)."""
-        need = runner.HEADER.size
+    def fork(self) -> None:
+        """A fresh process for the next student, on the data channel."""
+        self.data.buffer = b""
+        self._write(self.control_out, {"op": "fork"})
+        self.child = True
+
+    def send(self, message: dict) -> None:
+        self._write(self.proc.stdin, message)
+
+    def receive(self, deadline: float) -> tuple[str, dict]:
+        """("data" or "control", the next frame); _Lost at the deadline (everything is killed)."""
         while True:
-            if len(self.buffer) >= need:
-                if need == runner.HEADER.size:
-                    (n,) = runner.HEADER.unpack(self.buffer[:need])
-                    if n > runner.MAX_FRAME:
-                        self.kill()
-                        raise _Lost("the grading process sent a frame larger than the limit")
-                    need += n
-                    continue
-                payload, self.buffer = self.buffer[runner.HEADER.size : need], self.buffer[need:]
+            for kind, frames in (("control", self.control), ("data", self.data)):
                 try:
-                    frame = torch.load(io.BytesIO(payload), weights_only=True)
-                except Exception:  # a forged or broken frame: nothing in it is run
-                    frame = None
-                if type(frame) is not dict:
+                    frame = frames.next()
+                except _Lost:
                     self.kill()
-                    raise _Lost("the grading process sent a frame that could not be read")
-                return frame
+                    raise
+                if frame is not None:
+                    if kind == "control" and frame.get("event") == "ended":
+                        self.child = False
+                    return kind, frame
             left = deadline - time.monotonic()
             if left <= 0:
                 self.kill()
                 raise _Lost("it ran past its time limit and was stopped")
-            ready, _, _ = select.select([self.proc.stdout, self.proc.stderr], [], [], left)
+            pipes = [self.proc.stdout, self.control_in, self.proc.stderr]
+            ready, _, _ = select.select(pipes, [], [], left)
             for pipe in ready:
                 chunk = os.read(pipe.fileno(), 1 << 20)
                 if pipe is self.proc.stderr:
                     self.stderr = (self.stderr + chunk)[-STDERR_TAIL:]
                 elif chunk:
-                    self.buffer += chunk
+                    (self.control if pipe is self.control_in else self.data).feed(chunk)
                 else:
-                    self.proc.wait()
-                    raise _Lost(_ended(self.proc.returncode))
+                    code = self.proc.wait()
+                    self.kill()
+                    raise _Lost(_ended(code))
+
+    def end_child(self) -> None:
+        """Ask the student's process to end and wait until the sandbox is clean again."""
+        if not self.child:
+            return
+        self.send({"op": "exit"})
+        deadline = time.monotonic() + GRACE
+        while self.child:
+            self.receive(deadline)
+        self.data.buffer = b""
 
 
 def _ended(code: int | None) -> str:
     if code is not None and code < 0:
         name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else code
         return f"the grading process was killed ({name}; a memory or CPU-time limit?)"
+    if code is not None and os.WIFSIGNALED(code):
+        return f"the grading process was killed (signal {os.WTERMSIG(code)}; a memory limit?)"
+    if code is not None and os.WIFEXITED(code):
+        code = os.WEXITSTATUS(code)
     return f"the grading process ended (exit status {code}; os._exit, sys.exit or a crash?)"
 
 
+_SERVERS: dict[Options, ForkServer] = {}
+
+
+def fork_server(options: Options) -> ForkServer:
+    """This process's fork server for `options`, started on first use (and after a loss)."""
+    server = _SERVERS.get(options)
+    if server is None or not server.alive or server.proc.poll() is not None:
+        if server is not None:
+            server.kill()
+        server = _SERVERS[options] = ForkServer(options)
+    return server
+
+
 class Session:
-    """A submission's runner, started again as needed, and the stand-ins of the current check."""
+    """A submission's process (forked again as needed), and the stand-ins of the current check."""
 
     def __init__(self, cells: list[tuple[int, str]], options: Options) -> None:
         self.cells = cells
         self.options = options
         self.run = NotebookRun()
-        self.runner: _Runner | None = None
+        self.server: ForkServer | None = None  # while a process of this student's is alive
         self.starts = 0
         self.stand_ins: Mapping[str, Callable] = {}
         self.deadline = 0.0
 
     def close(self) -> None:
-        if self.runner is not None:
-            self.run.stderr = self.runner.stderr.decode("utf-8", "replace")
-            self.runner.kill()
-            self.runner = None
+        """End this student's process; the fork server is clean for the next student."""
+        server, self.server = self.server, None
+        if server is None:
+            return
+        self.run.stderr = server.stderr.decode("utf-8", "replace")
+        server.stderr = b""
+        try:
+            server.end_child()
+        except _Lost:
+            pass  # it was killed, with the fork server; the next student gets a new one
+
+    def _receive(self, deadline: float) -> dict:
+        kind, frame = self.server.receive(deadline)
+        if kind == "control":  # the student's process ended
+            self.server = None
+            raise _Lost(_ended(frame.get("status")))
+        return frame
 
     def start(self) -> None:
-        """Start a runner and run every cell not skipped; a cell that ends it is skipped."""
+        """Fork a process and run every cell not skipped; a cell that ends it is skipped."""
         while True:
             self.close()
             if self.starts >= MAX_STARTS:
                 raise GradingAborted("the grading process was lost too often; not checked")
             self.starts += 1
-            self.runner = _Runner(self.options)
-            todo = [(i, src) for i, src in self.cells if i not in self.run.skipped]
             current = None
             try:
-                self.runner.send({"op": "run", "cells": todo, "seconds": self.options.cell_seconds})
+                self.server = fork_server(self.options)
+                self.server.fork()
+                todo = [(i, src) for i, src in self.cells if i not in self.run.skipped]
+                self.server.send({"op": "run", "cells": todo, "seconds": self.options.cell_seconds})
                 deadline = time.monotonic() + self.options.start_seconds
                 while True:
-                    frame = self.runner.receive(deadline)
+                    frame = self._receive(deadline)
                     event = frame.get("event")
                     if event == "cell":
                         current = int(frame["index"])
@@ -227,20 +332,19 @@ class Session:
 
     def request(self, message: dict) -> dict:
         """Send a request; answer the stand-in calls it makes; return its reply."""
-        if self.runner is None:
+        if self.server is None:
             self.start()
-        runner_ = self.runner
         seconds = max(0.1, self.deadline - time.monotonic())
         try:
-            runner_.send({**message, "seconds": seconds, "stand_ins": list(self.stand_ins)})
+            self.server.send({**message, "seconds": seconds, "stand_ins": list(self.stand_ins)})
             while True:
-                frame = runner_.receive(self.deadline + GRACE)
+                frame = self._receive(self.deadline + GRACE)
                 if frame.get("event") == "stand_in":
-                    runner_.send(self._stand_in(frame))
+                    self.server.send(self._stand_in(frame))
                     continue
                 return frame
         except _Lost as lost:
-            self.close()
+            self.server = None
             raise GradingAborted(str(lost)) from None
 
     def _stand_in(self, frame: dict) -> dict:
@@ -411,7 +515,7 @@ def _judge_part(session: Session, part) -> PartVerdict:
         )
     session.deadline = time.monotonic() + session.options.part_seconds
     try:
-        if session.runner is None:
+        if session.server is None:
             session.start()
         part.check(RemoteSubject(session, ("name", part.name), part.name))
     except CheckFailed as exc:

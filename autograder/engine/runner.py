@@ -533,6 +533,8 @@ class _Server:
             if request.get("op") == "run":
                 self.run(request)
                 continue
+            if request.get("op") == "exit":
+                return
             try:
                 reply = {"ok": True, **self.handle(request)}
             except BaseException as exc:  # noqa: BLE001 - the student's code may raise anything
@@ -546,14 +548,133 @@ class _Server:
 _MISSING = object()
 
 
+# --------------------------------------------------------------------------------------------
+# The fork server: one sandbox per grading worker, one fresh process per student
+# --------------------------------------------------------------------------------------------
+
+SCRATCH = ("/tmp", "/var/tmp", "/dev/shm", "/sandbox")  # the sandbox's writable folders
+IN_SANDBOX = "/grader/runner.py"  # where the sandbox puts this file (autograder/engine/sandbox.py)
+
+
+def _not_dumpable() -> None:
+    """Keep every other process out of this one's memory and file descriptors (/proc/PID/fd):
+    with no capabilities, only a dumpable process can be read or traced by another."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_dumpable = 4
+    if libc.prctl(pr_set_dumpable, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
+
+
+def _warm_up() -> None:
+    """Import and run once what every student's run needs, so that each fork starts warm."""
+    from IPython.core import interactiveshell  # noqa: F401
+
+    x = torch.randn(4, 5, 8, requires_grad=True)  # (B, L, E)
+    w = torch.softmax(x @ x.transpose(-2, -1) / 8**0.5, dim=-1)  # (B, L, L)
+    torch.autograd.grad((w @ x).sum(), [x])
+    buf = io.BytesIO()
+    torch.save({"t": ("T", x.detach(), "cpu")}, buf, _use_new_zipfile_serialization=False)
+    torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
+
+
+def _clean_sandbox() -> None:
+    """After a student's process: kill everything it left running and empty the writable
+    folders, so that the next student meets none of it.
+
+    Only inside the sandbox, where this process and its children are all there is of the PID
+    namespace and the folders are the sandbox's own: outside, it would be a disaster.
+    """
+    import shutil
+    import signal as sig
+
+    if os.path.abspath(__file__) != IN_SANDBOX or os.getcwd() != "/sandbox":
+        raise RuntimeError("refusing to clean up outside the sandbox")
+
+    me = os.getpid()
+    for _ in range(100):
+        strays = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, me)]
+        if not strays:
+            break
+        for pid in strays:
+            try:
+                os.kill(pid, sig.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        except ChildProcessError:
+            pass
+    for folder in SCRATCH:
+        if not os.path.isdir(folder):
+            continue
+        for name in os.listdir(folder):
+            path = os.path.join(folder, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+
+
+def _drain(fd: int) -> None:
+    """Read and throw away whatever waits in the pipe `fd`."""
+    os.set_blocking(fd, False)
+    try:
+        while os.read(fd, 1 << 20):
+            pass
+    except BlockingIOError:
+        pass
+    finally:
+        os.set_blocking(fd, True)
+
+
+def serve_forks(control: _Channel, data_in: int, data_out: int) -> None:
+    """Wait for "fork" on the control channel; each fork serves one student on the data channel
+    and the control channel says when it has ended and the sandbox is clean again."""
+    _not_dumpable()
+    _warm_up()
+    control.write({"event": "ready"})
+    while True:
+        try:
+            request = control.read()
+        except EOFError:
+            return
+        if request.get("op") != "fork":
+            continue
+        pid = os.fork()
+        if pid == 0:
+            os.close(control.fd_in)
+            os.close(control.fd_out)
+            try:
+                _Server(_Channel(data_in, data_out)).serve()
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        if os.path.abspath(__file__) == IN_SANDBOX:
+            _clean_sandbox()
+        _drain(data_in)
+        control.write({"event": "ended", "status": int(status)})
+
+
 def main() -> None:
-    # The channel moves to private descriptors; what the student's code prints to fd 1 (or
+    # The data channel moves to private descriptors; what the student's code prints to fd 1 (or
     # reads from fd 0) then cannot reach it. A forged frame would only feed its own grading.
+    # The control channel (``--control IN OUT``) belongs to the fork server alone: each
+    # student's process closes it before any of the student's code runs.
     fd_in, fd_out = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.dup2(2, 1)
-    _Server(_Channel(fd_in, fd_out)).serve()
+    if len(sys.argv) == 4 and sys.argv[1] == "--control":
+        control = _Channel(int(sys.argv[2]), int(sys.argv[3]))
+        serve_forks(control, fd_in, fd_out)
+    else:
+        _Server(_Channel(fd_in, fd_out)).serve()
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ __all__ = ["SandboxUnavailable", "Limits", "bwrap_path", "bwrap_argv", "RUNNER",
 
 RUNNER = Path(__file__).with_name("runner.py")
 INSIDE = "/sandbox"  # the writable working directory, inside
-_RUNNER_INSIDE = "/grader/runner.py"
+_RUNNER_INSIDE = "/grader/runner.py"  # runner.IN_SANDBOX
 
 
 class SandboxUnavailable(RuntimeError):
