@@ -2,13 +2,15 @@
 
 One temporary course serves every test here (nbgrader costs seconds per notebook): it generates the
 release of every assignment, then five made-up students submit chapter 4, nbgrader autogrades them,
-writes their feedback and exports the grades. The tests then read what nbgrader wrote.
+writes their feedback and exports the grades. The tests then read what nbgrader wrote. This is
+plain nbgrader, the hidden tests running in the student's kernel: the course's own grader
+(autograder/engine) is tested in test_engine.py, and the benchmark shows it gives the same scores.
 
-Students (chapter 4 has 12 autograded points and a 2-point written answer graded by hand):
+Students (chapter 4's points are read from its source notebook):
 - correct: every solution cell filled in from the source notebook, and the written answer;
 - untouched: the release as it was handed out;
 - wrong: attention_weights takes its softmax in float32 (a common "for stability" habit, without
-  the cast back); the visible tests, all float32, pass; the hidden checks' float64 cases catch it;
+  the cast back); the hidden checks' float64 cases catch it, and it costs that part only;
 - raises: the SelfAttention cell fails at import time; measure_score_variance raises when called;
 - deleted_cell: all correct, but the grade cell attention_weights_tests deleted.
 
@@ -21,6 +23,8 @@ import csv
 from pathlib import Path
 
 import pytest
+
+from autograder import chapters
 
 from nbgrader_helpers import (
     HIDDEN_TEST_MARKERS,
@@ -44,23 +48,18 @@ pytestmark = pytest.mark.xdist_group("nbgrader")
 
 COURSE_ID = "attention-step-by-step"
 CH04 = "ch04_self_attention"
-POINTS = {  # grade cell -> points; must match the source notebook and autograder GRADED
-    "attention_scores_tests": 2,
-    "attention_weights_tests": 3,
-    "sdpa_tests": 3,
-    "self_attention_tests": 2,
-    "score_variance_tests": 2,
-}
-WRITTEN = "scaling_gradients_answer"  # graded by hand, 2 points
-AUTO_POINTS = sum(POINTS.values())  # 12
+_CHAPTER = chapters.load(CH04)
+POINTS = {p.grade_id: _CHAPTER.points()[p.grade_id] for p in _CHAPTER.parts}  # automatic
+WRITTEN = "scaling_gradients_answer"  # graded by hand
+TOTAL = sum(_CHAPTER.points().values())
 
 # What each student should get for each autograded cell.
 EXPECTED = {
     "correct": POINTS,
     "untouched": dict.fromkeys(POINTS, 0),
-    # attention_weights is wrong, and scaled_dot_product_attention is built on it, so its float64
-    # cases fail too; SelfAttention's check runs in float32 only and passes.
-    "wrong": {**POINTS, "attention_weights_tests": 0, "sdpa_tests": 0},
+    # attention_weights is wrong; scaled_dot_product_attention, built on it, is checked with the
+    # reference standing in for it, so the mistake costs one part.
+    "wrong": {**POINTS, "attention_weights_tests": 0},
     "raises": {**POINTS, "self_attention_tests": 0, "score_variance_tests": 0},
     # add_missing_cells puts the deleted grade cell back, hidden tests included, and it is graded.
     "deleted_cell": POINTS,
@@ -120,13 +119,13 @@ def graded(released):
     """The course after autograde, generate_feedback and export of chapter 4's submissions."""
     course = released
     make_submissions(course)
-    submitted = course / "autograder" / "submitted"
+    submitted = course / "grading" / "submitted"
     before = tree_digest(submitted)
     nbgrader(course, "autograde", CH04)
     nbgrader(course, "generate_feedback", CH04)
-    nbgrader(course, "export", "--to", str(course / "grades.csv"))
+    nbgrader(course, "export", "--to", str(course / "grading" / "grades.csv"))
     after = tree_digest(submitted)
-    with open(course / "grades.csv", newline="") as fh:
+    with open(course / "grading" / "grades.csv", newline="") as fh:
         grades = {row["student_id"]: row for row in csv.DictReader(fh)}
     return {"course": course, "before": before, "after": after, "grades": grades}
 
@@ -135,7 +134,7 @@ def cell_grades(course: Path, student: str) -> dict[str, object]:
     """{grade cell id: auto score, manual-grade flag, max score} for a chapter 4 submission."""
     from nbgrader.api import Gradebook
 
-    url = "sqlite:///" + str(course / "autograder" / "gradebook.db")
+    url = "sqlite:///" + str(course / "grading" / "gradebook.db")
     with Gradebook(url, COURSE_ID) as gb:
         notebook = gb.find_submission_notebook(CH04, CH04, student)
         return {
@@ -198,7 +197,7 @@ def test_scores_in_exported_csv(graded):
     assert set(grades) == set(EXPECTED)
     for student, expected in EXPECTED.items():
         row = grades[student]
-        assert float(row["max_score"]) == AUTO_POINTS + 2, row
+        assert float(row["max_score"]) == TOTAL, row
         assert float(row["score"]) == sum(expected.values()), f"{student}: {row}"
 
 
@@ -215,15 +214,16 @@ def test_each_grade_cell(graded):
 @pytest.mark.slow
 def test_written_answer_is_left_for_manual_grading(graded):
     answered = cell_grades(graded["course"], "correct")[WRITTEN]
-    assert answered == {"auto_score": None, "needs_manual_grade": True, "max_score": 2.0}
+    points = _CHAPTER.points()[WRITTEN]
+    assert answered == {"auto_score": None, "needs_manual_grade": True, "max_score": points}
     # An untouched answer cell scores 0 with no manual grading needed: nbgrader's "No response".
     blank = cell_grades(graded["course"], "untouched")[WRITTEN]
-    assert blank == {"auto_score": 0.0, "needs_manual_grade": False, "max_score": 2.0}
+    assert blank == {"auto_score": 0.0, "needs_manual_grade": False, "max_score": points}
 
 
 @pytest.mark.slow
 def test_deleted_grade_cell_is_restored_and_graded(graded):
-    path = graded["course"] / "autograder" / "autograded" / "deleted_cell" / CH04 / f"{CH04}.ipynb"
+    path = graded["course"] / "grading" / "autograded" / "deleted_cell" / CH04 / f"{CH04}.ipynb"
     nb = read_notebook(path)
     ids = [cell.metadata.get("nbgrader", {}).get("grade_id") for cell in nb.cells]
     # Put back where it was, right after its solution cell, with its hidden tests, and it ran.
@@ -241,7 +241,7 @@ def test_submissions_are_not_modified(graded):
 
 @pytest.mark.slow
 def test_feedback_shows_failures_but_not_hidden_tests(graded):
-    feedback = graded["course"] / "autograder" / "feedback"
+    feedback = graded["course"] / "grading" / "feedback"
     pages = {p.parts[-3]: p.read_text() for p in feedback.glob(f"*/{CH04}/{CH04}.html")}
     assert set(pages) == set(EXPECTED)
     for student, html in pages.items():
@@ -249,8 +249,8 @@ def test_feedback_shows_failures_but_not_hidden_tests(graded):
             "BEGIN HIDDEN TESTS",
             "check_attention_scores(",
             "check_attention_weights(",
-            "autograder.ch04_self_attention",
-            "_check_rows",
+            "autograder.chapters",
+            "_random_mask",
         ):
             assert hidden not in html, f"{student}'s feedback shows hidden test text {hidden!r}"
     # The failing check's message (the property that failed) is what the student needs to see.

@@ -17,8 +17,8 @@ import nbformat
 import pytest
 from nbformat import v4
 
-from autograder import scanner
-from autograder.scanner import (
+from autograder.engine import scanner
+from autograder.engine.scanner import (
     KINDS,
     Finding,
     forbidden_builtins_for,
@@ -373,11 +373,12 @@ def test_honest_code_is_not_flagged(source, forbidden):
 
 def test_reference_implementations_are_not_flagged(forbidden):
     """The reference of every graded part, as the autograder has it, is clean."""
-    from autograder import ch04_self_attention as ch04
+    from autograder import chapters
+    from autograder.chapters.ch04_self_attention import reference
 
-    for name, _check in ch04.GRADED.values():
-        source = textwrap.dedent(inspect.getsource(getattr(ch04, name)))
-        assert scan_source(source, forbidden_builtins=forbidden) == [], name
+    for part in chapters.load("ch04_self_attention").parts:
+        source = textwrap.dedent(inspect.getsource(getattr(reference, part.name)))
+        assert scan_source(source, forbidden_builtins=forbidden) == [], part.name
 
 
 def test_forbidden_names_are_only_flagged_when_given():
@@ -436,7 +437,7 @@ def _release():
         _code(IMPORTS, "imports", locked=True),
         _code("def attention_scores(query, key, scale=None):\n    # YOUR CODE HERE\n"
               "    raise NotImplementedError()", "attention_scores_impl"),
-        _code(LOCKED_TEST + "\nfrom autograder.checking import CheckFailed",
+        _code(LOCKED_TEST + "\nfrom autograder.toolkit import CheckFailed",
               "attention_scores_tests", locked=True),
     ])
 
@@ -468,7 +469,7 @@ def test_untouched_release_cells_are_skipped_but_their_imports_count(forbidden):
 
 
 def test_edited_locked_cell_is_scanned(forbidden):
-    edited = LOCKED_TEST + "\nfrom autograder.checking import CheckFailed\nimport os\nos._exit(0)"
+    edited = LOCKED_TEST + "\nfrom autograder.toolkit import CheckFailed\nimport os\nos._exit(0)"
     nb = _submission("def attention_scores(query, key, scale=None):\n    return query",
                      test_cell=edited)
     findings = scan_notebook(nb, forbidden_builtins=forbidden, release_nb=_release())
@@ -510,11 +511,12 @@ def test_scan_notebook_reads_paths(tmp_path, forbidden):
 
 
 def test_forbidden_builtins_for():
-    from autograder import ch04_self_attention
+    from autograder import chapters
 
-    assert forbidden_builtins_for("ch04_self_attention") == ch04_self_attention.FORBIDDEN_BUILTINS
+    declared = chapters.load("ch04_self_attention").forbidden_builtins
+    assert declared and forbidden_builtins_for("ch04_self_attention") == declared
     assert forbidden_builtins_for("ch99_no_such_chapter") == ()
-    assert forbidden_builtins_for("checking") == ()  # a module without FORBIDDEN_BUILTINS
+    assert forbidden_builtins_for("toolkit") == ()  # a module, not a chapter
     with pytest.raises(ValueError, match="not an assignment name"):
         forbidden_builtins_for("../ch04")
 
@@ -599,7 +601,7 @@ def test_cli_bad_usage_exits_1(capsys):
 def test_python_dash_m_entry_point(tmp_path):
     missing = tmp_path / "missing.ipynb"
     result = subprocess.run(
-        [sys.executable, "-m", "autograder.scanner", str(missing)],
+        [sys.executable, "-m", "autograder.engine.scanner", str(missing)],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 1

@@ -1,1 +1,51 @@
-"""The grading engine (filled in below)."""
+"""The grading engine: one sandboxed run per submission, verdicts computed outside it.
+
+The whole protocol, in one place.
+
+Who runs where
+    The **parent** (``grade.py``, the instructor's command) reads the submissions, never writes
+    them, and alone writes the gradebook, the autograded notebooks, the feedback and the reports.
+    It hands each submission to a **worker** as a self-contained ``Job`` (the notebook's bytes,
+    the release, the points): a local process, or a Dask worker (``--scheduler``).
+
+    In the worker, the **judge** (``judge.py``) runs the chapter's checks. It never runs, imports
+    or unpickles anything of a student's. The student's code runs in the **runner**
+    (``runner.py``) inside the **sandbox** (``sandbox.py``: bubblewrap; the Python installation
+    read-only, the runner script, one empty writable folder; no course, no package, no other
+    submission, no gradebook, no network, its own PID namespace).
+
+    Each worker keeps one sandbox, a **fork server**: the runner imports torch once, then forks a
+    fresh process for each student. Between two students it kills whatever the first left
+    running, empties the writable folders and drains the pipes; it is not dumpable, so a student's
+    process cannot reach its control pipe.
+
+One submission
+    1. The parent builds the plan of the notebook (``grade._plan``): the student's cells in order,
+       locked cells as released (put back if deleted); grade cells of tests, cells tagged
+       ``visible-tests`` and unchanged illustration cells are not run.
+    2. The judge forks a runner process and sends ``{"op": "run", "cells", "seconds"}``; the
+       runner runs each cell in an IPython shell under a time limit, sending ``{"event": "cell"}``
+       before and ``{"event": "cell_done", "outputs"}`` after it, then ``{"event": "ready",
+       "names"}``. A cell that ends the process is skipped and the notebook runs again without it.
+    3. For each part the judge runs its check with a ``RemoteSubject``. Each call the check makes
+       is a request, ``{"op": "call" | "get" | "describe" | "load_state" | "to", "target",
+       ...}``, answered ``{"ok": True, "value"}`` or ``{"ok": False, "error": {"type",
+       "message"}}``. A call may ask for gradients (``"grad"``): they come back as data. While a
+       check runs, the earlier parts it names (its ``stand_ins``) are replaced in the student's
+       namespace by functions that ask the judge (``{"event": "stand_in"}``), which answers with
+       the reference (and, for the backward pass, its vector-Jacobian product): one mistake costs
+       one part, and the reference never enters the sandbox.
+    4. The verdicts become the grade cells' scores and outputs; the parent merges them.
+
+The wire
+    Frames are an 8-byte big-endian length and a ``torch.save`` payload, read on both sides with
+    ``torch.load(weights_only=True)``. Values are tagged trees (``runner.encode``): tensors (with
+    the device they were on), None, bool, int, float, str, bytes, lists, tuples, dicts with any
+    such keys, and handles for objects that stay in the sandbox (a module, a tokenizer). Every
+    frame and value is checked (``runner.decode``) before use.
+
+Time
+    A cell, and a part's check, run under a limit the runner enforces itself (an alarm); if the
+    student's code does not stop, the judge kills the fork server a few seconds later and the
+    next part or student gets a new one.
+"""
