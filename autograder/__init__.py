@@ -1,8 +1,9 @@
-"""The course's autograder: reference implementations, checks and batch grading.
+"""The course's grader: what each chapter grades, and the machinery that grades it.
 
-One module per chapter (``autograder.ch04_self_attention``) holds that chapter's reference
-implementation and the check functions that the hidden tests of its nbgrader notebook call with
-the student's callable. ``autograder.checking`` is the small framework the checks share,
-``autograder.wrong`` is the bank of known-wrong implementations the tests prove the checks catch,
-and ``autograder.grade`` is the instructors' batch-grading command.
+- ``autograder.chapters.<slug>``: course content, one package per chapter (its declaration, the
+  reference implementation, the checks its hidden tests call, and known-wrong implementations);
+- ``autograder.toolkit``: what every chapter's checks share (the student's code as a Subject,
+  stand-ins for earlier parts, comparisons, property checks);
+- ``autograder.engine``: grading machinery (the sandboxed runner, the judge, the batch command,
+  the submission scanner). Its ``__init__`` describes the protocol.
 """

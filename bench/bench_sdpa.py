@@ -29,7 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils import benchmark
 
-from autograder.ch04_self_attention import scaled_dot_product_attention as reference
+from autograder.chapters.ch04_self_attention.reference import (
+    scaled_dot_product_attention as reference,
+)
 
 _STATUS = Path("/proc/self/status")
 

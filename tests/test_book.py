@@ -742,7 +742,7 @@ def test_no_solution_or_hidden_test_is_published(book, repo_root):
 
 
 def test_private_folders_are_not_published(book):
-    private = {"solutions", "autograder", "tests", "bench", "node_modules"}
+    private = {"solutions", "autograder", "grading", "tests", "bench", "node_modules"}
     leaked = sorted(
         str(p.relative_to(book.html))
         for p in book.html.rglob("*")

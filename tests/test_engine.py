@@ -280,8 +280,8 @@ def attention_weights(query, key, attn_mask=None, is_causal=False, scale=None):
 """
 
 # student -> (solution cell -> its new code, [(code of a cell the student adds, before which
-# cell)], how the notebook is edited, cells whose definitions the attack removes,
-# scanner kinds the row must show)
+# cell)], how the notebook is edited, names that count as undefined for the expected score (the
+# attack removes them, or calling them would never return), scanner kinds the row must show)
 BANK = {
     "alice": ({}, [], None, (), set()),
     "bob": ({}, [], None, (), set()),
@@ -307,7 +307,14 @@ BANK = {
         (),
         {"ipython_hook"},
     ),
-    "read_solutions": ({"score_variance_solution": READ_SOLUTIONS}, [], None, (), {"outside_read"}),
+    # Here, in the repository, it would find the solutions; its honest score is without them.
+    "read_solutions": (
+        {"score_variance_solution": READ_SOLUTIONS},
+        [],
+        None,
+        ("measure_score_variance",),
+        {"outside_read"},
+    ),
     "gradebook_write": ({}, [(GRADEBOOK_WRITE, "score_variance_solution")], None, (), set()),
     "os_exit": (
         {},
@@ -317,9 +324,28 @@ BANK = {
         {"process_exit"},
     ),
     "hanging_cell": ({}, [(HANGING_CELL, "sdpa_solution")], None, (), set()),
-    "infinite_loop": ({"score_variance_solution": INFINITE_LOOP}, [], None, (), set()),
-    "stubborn_loop": ({"score_variance_solution": STUBBORN_LOOP}, [], None, (), set()),
-    "memory_bomb": ({"score_variance_solution": MEMORY_BOMB}, [], None, (), set()),
+    # These never return: here, their part counts as failed without running them.
+    "infinite_loop": (
+        {"score_variance_solution": INFINITE_LOOP},
+        [],
+        None,
+        ("measure_score_variance",),
+        set(),
+    ),
+    "stubborn_loop": (
+        {"score_variance_solution": STUBBORN_LOOP},
+        [],
+        None,
+        ("measure_score_variance",),
+        set(),
+    ),
+    "memory_bomb": (
+        {"score_variance_solution": MEMORY_BOMB},
+        [],
+        None,
+        ("measure_score_variance",),
+        set(),
+    ),
     "edited_visible_test": (
         {"score_variance_solution": HARD_CODED_VARIANCE},
         [],

@@ -198,6 +198,9 @@ def _grade(job: Job, result: StudentResult) -> None:
         plan = _plan(nb, release, graded)
         parts = [p for p in chapter.parts if p.grade_id in graded]
         run = judge_notebook(plan.to_run, parts, options)
+        if run.aborted:
+            problems.append(f"{name}: {run.aborted}")
+            result.status = "error"
         for index, why in run.skipped.items():
             problems.append(f"{name}: cell {index + 1} was skipped: {why}")
         verdicts = {v.grade_id: v for v in run.verdicts}

@@ -70,6 +70,7 @@ class NotebookRun:
     names: dict[str, str] = field(default_factory=dict)
     skipped: dict[int, str] = field(default_factory=dict)  # cell index -> why it was skipped
     verdicts: list[PartVerdict] = field(default_factory=list)
+    aborted: str = ""  # why the notebook could not be run at all
     stderr: str = ""
 
 
@@ -496,6 +497,7 @@ def judge_notebook(
         try:
             session.start()
         except GradingAborted as exc:
+            session.run.aborted = str(exc)
             session.run.verdicts = [PartVerdict(p.grade_id, False, str(exc)) for p in parts]
             return session.run
         for part in parts:

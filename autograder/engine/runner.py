@@ -13,10 +13,11 @@ behaviour whether the student's code runs beside it or in the sandbox.
 
 Values cross the boundary as ``torch.save`` frames that the other side loads with
 ``torch.load(weights_only=True)``, which builds tensors and plain data only. Every value is a
-tagged tree (:func:`encode`): scalars (None, bool, int, float, str, bytes) as themselves, and
-``("T", tensor, device)``, ``("L", [...])`` for a list, ``("U", [...])`` for a tuple,
-``("D", [(key, value), ...])`` for a dict (so keys may be tuples), ``("H", id, type name)`` for
-an object that stays on its side (a module, a tokenizer) and is named by its id in later requests.
+tagged tree (:func:`encode`): scalars (None, bool, int, float, str) as themselves;
+``("B", latin-1 text)`` for bytes, ``("T", tensor, device)`` for a tensor, ``("L", [...])`` for
+a list, ``("U", [...])`` for a tuple, ``("D", [(key, value), ...])`` for a dict (so keys may be
+tuples), and ``("H", id, type name)`` for an object that stays on its side (a module, a tokenizer)
+and is named by its id in later requests.
 """
 
 from __future__ import annotations
@@ -87,8 +88,10 @@ def encode(value, keep=None, _state=None, _depth: int = 0):
     state[0] += 1
     if state[0] > MAX_ITEMS or _depth > MAX_DEPTH:
         raise ProtocolError("the value is too large or too deeply nested to send")
-    if value is None or type(value) in (bool, int, float, str, bytes):
+    if value is None or type(value) in (bool, int, float, str):
         return value
+    if isinstance(value, (bytes, bytearray)):  # weights_only cannot load an empty bytes
+        return ("B", bytes(value).decode("latin-1"))
     if isinstance(value, bool):
         return bool(value)
     if isinstance(value, torch.Tensor):
@@ -105,8 +108,6 @@ def encode(value, keep=None, _state=None, _depth: int = 0):
         return float(value)
     if isinstance(value, str):
         return str(value)
-    if isinstance(value, bytes):
-        return bytes(value)
     if isinstance(value, list):
         return ("L", [encode(v, keep, state, _depth + 1) for v in value])
     if isinstance(value, tuple):
@@ -146,11 +147,18 @@ def decode(enc, resolve=None, device_map=None, _state=None, _depth: int = 0):
     state[0] += 1
     if state[0] > MAX_ITEMS or _depth > MAX_DEPTH:
         raise ProtocolError("the value is too large or too deeply nested")
-    if enc is None or type(enc) in (bool, int, float, str, bytes):
+    if enc is None or type(enc) in (bool, int, float, str):
         return enc
-    if type(enc) is not tuple or not enc or enc[0] not in ("T", "L", "U", "D", "H"):
+    if type(enc) is not tuple or not enc or enc[0] not in ("T", "L", "U", "D", "H", "B"):
         raise ProtocolError(f"unexpected {type(enc).__name__} in a value")
     tag = enc[0]
+    if tag == "B":
+        if len(enc) != 2 or type(enc[1]) is not str:
+            raise ProtocolError("malformed bytes")
+        try:
+            return enc[1].encode("latin-1")
+        except UnicodeEncodeError:
+            raise ProtocolError("malformed bytes") from None
     if tag == "T":
         if len(enc) != 3 or type(enc[1]) not in TENSOR_TYPES or type(enc[2]) is not str:
             raise ProtocolError("a malformed tensor")
@@ -552,8 +560,18 @@ _MISSING = object()
 # The fork server: one sandbox per grading worker, one fresh process per student
 # --------------------------------------------------------------------------------------------
 
-SCRATCH = ("/tmp", "/var/tmp", "/dev/shm", "/sandbox")  # the sandbox's writable folders
+WRITABLE = ("/dev", "/tmp", "/sandbox")  # what the sandbox can write (its root is read-only)
 IN_SANDBOX = "/grader/runner.py"  # where the sandbox puts this file (autograder/engine/sandbox.py)
+
+
+def _tree(roots) -> set[str]:
+    """Every path under `roots`, not following links."""
+    paths = set()
+    for root in roots:
+        for folder, dirs, files in os.walk(root):
+            paths.add(folder)
+            paths.update(os.path.join(folder, n) for n in dirs + files)
+    return paths
 
 
 def _not_dumpable() -> None:
@@ -579,9 +597,10 @@ def _warm_up() -> None:
     torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
 
 
-def _clean_sandbox() -> None:
-    """After a student's process: kill everything it left running and empty the writable
-    folders, so that the next student meets none of it.
+def _clean_sandbox(before: set[str]) -> None:
+    """After a student's process: kill everything it left running, and remove every file and
+    folder that was not in the writable folders when the sandbox started (`before`), so that the
+    next student meets none of it.
 
     Only inside the sandbox, where this process and its children are all there is of the PID
     namespace and the folders are the sandbox's own: outside, it would be a disaster.
@@ -591,7 +610,6 @@ def _clean_sandbox() -> None:
 
     if os.path.abspath(__file__) != IN_SANDBOX or os.getcwd() != "/sandbox":
         raise RuntimeError("refusing to clean up outside the sandbox")
-
     me = os.getpid()
     for _ in range(100):
         strays = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, me)]
@@ -607,18 +625,16 @@ def _clean_sandbox() -> None:
                 pass
         except ChildProcessError:
             pass
-    for folder in SCRATCH:
-        if not os.path.isdir(folder):
-            continue
-        for name in os.listdir(folder):
-            path = os.path.join(folder, name)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
+    for path in sorted(_tree(WRITABLE) - before, key=len):
+        if not os.path.lexists(path):
+            continue  # inside a folder removed a moment ago
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
 
 def _drain(fd: int) -> None:
@@ -638,6 +654,8 @@ def serve_forks(control: _Channel, data_in: int, data_out: int) -> None:
     and the control channel says when it has ended and the sandbox is clean again."""
     _not_dumpable()
     _warm_up()
+    sandboxed = os.path.abspath(__file__) == IN_SANDBOX
+    before = _tree(WRITABLE) if sandboxed else set()
     control.write({"event": "ready"})
     while True:
         try:
@@ -655,8 +673,8 @@ def serve_forks(control: _Channel, data_in: int, data_out: int) -> None:
             finally:
                 os._exit(0)
         _, status = os.waitpid(pid, 0)
-        if os.path.abspath(__file__) == IN_SANDBOX:
-            _clean_sandbox()
+        if sandboxed:
+            _clean_sandbox(before)
         _drain(data_in)
         control.write({"event": "ended", "status": int(status)})
 

@@ -2,7 +2,8 @@
 
 The sandbox is built from nothing: the system's read-only folders (/usr, /etc, ...), the Python
 installation with its packages (read-only), the runner script (``runner.py``, read-only, the only
-file of the course in it) and one empty writable folder, ``/sandbox``, its working directory. The
+file of the course in it) and one empty writable folder, ``/sandbox``, its working directory; the
+root is read-only, and /tmp (also /var/tmp) and /dev are the only other places it can write. The
 course, its package, the solutions, the gradebook and every submission are simply not there. It has
 no network, a private /tmp, its own PID namespace (nothing it starts outlives it), a clean
 environment, no capabilities, and resource limits through prlimit.
@@ -95,7 +96,8 @@ def bwrap_argv(
         "/dev",
         "--tmpfs",
         "/tmp",
-        "--dir",
+        "--symlink",
+        "/tmp",
         "/var/tmp",
     ]
     mounts = []
@@ -118,6 +120,9 @@ def bwrap_argv(
     for device in gpu:
         argv += ["--dev-bind", device, device]
     argv += ["--bind", os.path.abspath(workdir), INSIDE]
+    # The root (a tmpfs of bwrap's) read-only: a file left there would outlive the student's
+    # process; what stays writable (/tmp, /sandbox, /dev) is emptied between students.
+    argv += ["--remount-ro", "/"]
     env = {
         "PATH": f"{os.path.dirname(sys.executable)}:/usr/local/bin:/usr/bin:/bin",
         "HOME": INSIDE,
