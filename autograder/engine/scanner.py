@@ -36,8 +36,9 @@ What it flags, by kind (``KINDS`` holds the same list):
   scaled_dot_product_attention as s``), attribute chains, ``getattr(F, "name")``,
   ``F.__dict__["name"]``, a torch name that ends in the same function name
   (``torch.ops.aten.scaled_dot_product_attention``), or ``getattr(anything, "name")``.
-- ``autograder_import``: importing the course's ``autograder`` package (during grading it holds
-  the reference solutions) or ``nbgrader`` (whose API reaches the gradebook), also through
+- ``autograder_import``: importing the course's ``autograder`` package (the reference solutions;
+  the grader's sandbox does not hold it, but a plain ``nbgrader autograde`` kernel does) or
+  ``nbgrader`` (whose API reaches the gradebook), also through
   ``importlib.import_module`` or ``__import__``; and looking for them to tell that the code is
   being graded (``"autograder" in sys.modules``, ``os.environ["NBGRADER_EXECUTION"]``).
 - ``dynamic_code``: code the scanner cannot read because it is built at run time: ``exec``,
@@ -137,91 +138,34 @@ class Finding:
 # Modules whose attributes the tests (or nbgrader, or the kernel) rely on: writing to them is a
 # monkeypatch. Modules outside this set (matplotlib, pandas, ...) are left alone, since setting
 # their options is ordinary notebook code.
-PROTECTED_ROOTS = frozenset(
-    {
-        "torch",
-        "numpy",
-        "math",
-        "builtins",
-        "sys",
-        "os",
-        "unittest",
-        "pytest",
-        "nbgrader",
-        "autograder",
-        "IPython",
-        "ipykernel",
-        "inspect",
-        "importlib",
-        "random",
-        "functools",
-        "operator",
-        "types",
-        "traceback",
-        "warnings",
-        "time",
-        "copy",
-        "collections",
-        "numbers",
-        "typing",
-        "abc",
-        "contextlib",
-        "gc",
-        "nbformat",
-        "nbconvert",
-        "jupyter_client",
-        "traitlets",
-    }
-)
+PROTECTED_ROOTS = frozenset({
+    "torch", "numpy", "math", "builtins", "sys", "os", "unittest", "pytest", "nbgrader",
+    "autograder", "IPython", "ipykernel", "inspect", "importlib", "random", "functools",
+    "operator", "types", "traceback", "warnings", "time", "copy", "collections", "numbers",
+    "typing", "abc", "contextlib", "gc", "nbformat", "nbconvert", "jupyter_client", "traitlets",
+})
 
 # Built-ins the tests use; rebinding one at the top level changes it for the tests as well.
-SHADOWED_BUILTINS = frozenset(
-    {
-        "AssertionError",
-        "Exception",
-        "BaseException",
-        "isinstance",
-        "issubclass",
-        "len",
-        "abs",
-        "max",
-        "min",
-        "sum",
-        "all",
-        "any",
-        "round",
-        "float",
-        "int",
-        "bool",
-        "callable",
-        "getattr",
-        "hasattr",
-    }
-)
+SHADOWED_BUILTINS = frozenset({
+    "AssertionError", "Exception", "BaseException", "isinstance", "issubclass", "len", "abs",
+    "max", "min", "sum", "all", "any", "round", "float", "int", "bool", "callable", "getattr",
+    "hasattr",
+})
 
 # What a name means before the notebook binds it: its conventional module, so that a cell read
 # on its own (or after the instructor's import cell) still resolves `F.` and `np.`.
 _DEFAULT_ALIASES = {
-    "np": "numpy",
-    "F": "torch.nn.functional",
-    "nn": "torch.nn",
-    "pd": "pandas",
-    "plt": "matplotlib.pyplot",
-    "Path": "pathlib.Path",
-    "__builtins__": "builtins",
+    "np": "numpy", "F": "torch.nn.functional", "nn": "torch.nn", "pd": "pandas",
+    "plt": "matplotlib.pyplot", "Path": "pathlib.Path", "__builtins__": "builtins",
 }
 # Unbound names that are taken to be imported modules, so rebinding them is flagged.
 _DEFAULT_IMPORTED = frozenset({"torch", "numpy", "np", "math"})
 
 _IPY = "get_ipython()"  # the path of the IPython shell object
 _GLOBALS = "globals()"  # the path of the notebook's own namespace
-_GET_IPYTHON = frozenset(
-    {
-        "get_ipython",
-        "IPython.get_ipython",
-        "IPython.core.getipython.get_ipython",
-    }
-)
+_GET_IPYTHON = frozenset({
+    "get_ipython", "IPython.get_ipython", "IPython.core.getipython.get_ipython",
+})
 
 # Attributes of get_ipython() that `!cmd` and `%magic` turn into; judged by what they run.
 _IPY_SHELL = frozenset({"system", "getoutput", "system_piped", "system_raw"})
@@ -250,15 +194,11 @@ _IPY_MESSAGES = {
     "user_ns": "reaches into the notebook's namespace through IPython, where the tests' names live",
     "showtraceback": "changes how errors are shown, which can hide a failing test",
 }
-_IPY_GENERIC = (
-    "the IPython shell object ({}), through which code can change how later cells, "
-    "the tests included, are run"
-)
+_IPY_GENERIC = ("the IPython shell object ({}), through which code can change how later cells, "
+                "the tests included, are run")
 
-_FRAMES = (
-    "reads the interpreter's call stack, from which a function can see the checks' "
-    "inputs and expected values, or tell that it is being graded"
-)
+_FRAMES = ("reads the interpreter's call stack, from which a function can see the checks' "
+           "inputs and expected values, or tell that it is being graded")
 _HOOKS = {
     "sys.settrace": "installs a trace function that sees, and can change, every line run later, "
     "the tests included",
@@ -296,19 +236,10 @@ _HOOKS = {
     "traceback.walk_stack": _FRAMES,
 }
 # Attributes that lead from any object to interpreter frames or to another module's globals.
-_FRAME_ATTRS = frozenset(
-    {
-        "f_back",
-        "f_locals",
-        "f_globals",
-        "f_builtins",
-        "tb_frame",
-        "gi_frame",
-        "cr_frame",
-        "ag_frame",
-        "__globals__",
-    }
-)
+_FRAME_ATTRS = frozenset({
+    "f_back", "f_locals", "f_globals", "f_builtins", "tb_frame", "gi_frame", "cr_frame",
+    "ag_frame", "__globals__",
+})
 # A string that names the grader: a module name, or nbgrader's environment variables
 # (NBGRADER_EXECUTION is set while nbgrader autogrades).
 _GRADER_NAME = re.compile(r"\s*(autograder|nbgrader)(\.\w+)*\s*")
@@ -333,36 +264,13 @@ _EXITS = {
 _EXIT_EXCEPTIONS = frozenset({"SystemExit", "KeyboardInterrupt", "GeneratorExit"})
 
 _NETWORK = (
-    "socket",
-    "ssl",
-    "urllib.request",
-    "urllib3",
-    "requests",
-    "http.client",
-    "http.server",
-    "httpx",
-    "aiohttp",
-    "ftplib",
-    "smtplib",
-    "telnetlib",
-    "paramiko",
-    "websocket",
-    "websockets",
-    "xmlrpc",
-    "asyncio.open_connection",
+    "socket", "ssl", "urllib.request", "urllib3", "requests", "http.client", "http.server",
+    "httpx", "aiohttp", "ftplib", "smtplib", "telnetlib", "paramiko", "websocket", "websockets",
+    "xmlrpc", "asyncio.open_connection",
 )
 _SHELL = (
-    "os.system",
-    "os.popen",
-    "os.fork",
-    "os.forkpty",
-    "os.posix_spawn",
-    "os.posix_spawnp",
-    "subprocess",
-    "pty",
-    "pexpect",
-    "commands",
-    "asyncio.create_subprocess_exec",
+    "os.system", "os.popen", "os.fork", "os.forkpty", "os.posix_spawn", "os.posix_spawnp",
+    "subprocess", "pty", "pexpect", "commands", "asyncio.create_subprocess_exec",
     "asyncio.create_subprocess_shell",
 )
 _SHELL_PREFIXES = ("os.spawn", "os.exec")
@@ -370,43 +278,23 @@ _SHELL_PREFIXES = ("os.spawn", "os.exec")
 _EXEC_FUNCS = frozenset({"exec", "eval", "compile"})
 _IMPORT_FUNCS = frozenset({"__import__", "importlib.import_module", "importlib.__import__"})
 _DYNAMIC = (
-    "runpy",
-    "types.FunctionType",
-    "types.CodeType",
-    "types.LambdaType",
-    "marshal.loads",
-    "pickle.loads",
-    "dill.loads",
-    "code.InteractiveInterpreter",
-    "code.InteractiveConsole",
-    "code.interact",
-    "codeop",
+    "runpy", "types.FunctionType", "types.CodeType", "types.LambdaType", "marshal.loads",
+    "pickle.loads", "dill.loads", "code.InteractiveInterpreter", "code.InteractiveConsole",
+    "code.interact", "codeop",
 )
 _SETATTR_FUNCS = {
-    "setattr": "replaces",
-    "object.__setattr__": "replaces",
-    "type.__setattr__": "replaces",
-    "delattr": "deletes",
-    "object.__delattr__": "deletes",
-    "type.__delattr__": "deletes",
+    "setattr": "replaces", "object.__setattr__": "replaces", "type.__setattr__": "replaces",
+    "delattr": "deletes", "object.__delattr__": "deletes", "type.__delattr__": "deletes",
 }
 _DICT_WRITERS = ("update", "setdefault", "__setitem__", "__delitem__", "pop", "popitem", "clear")
 
-_GLOBAL_STATE_CALLS = frozenset(
-    {
-        "torch.set_default_dtype",
-        "torch.set_default_device",
-        "torch.set_default_tensor_type",
-        "torch.use_deterministic_algorithms",
-        "torch.set_deterministic_debug_mode",
-        "torch.set_float32_matmul_precision",
-        "torch.set_flush_denormal",
-        "torch.set_autocast_enabled",
-        "torch.backends.cuda.enable_flash_sdp",
-        "torch.backends.cuda.enable_math_sdp",
-        "torch.backends.cuda.enable_mem_efficient_sdp",
-    }
-)
+_GLOBAL_STATE_CALLS = frozenset({
+    "torch.set_default_dtype", "torch.set_default_device", "torch.set_default_tensor_type",
+    "torch.use_deterministic_algorithms", "torch.set_deterministic_debug_mode",
+    "torch.set_float32_matmul_precision", "torch.set_flush_denormal",
+    "torch.set_autocast_enabled", "torch.backends.cuda.enable_flash_sdp",
+    "torch.backends.cuda.enable_math_sdp", "torch.backends.cuda.enable_mem_efficient_sdp",
+})
 # Used honestly as context managers; only a bare call (a statement of its own) is global.
 _GRAD_MODE_CALLS = frozenset({"torch.set_grad_enabled", "torch.autograd.set_grad_enabled"})
 _GLOBAL_STATE_MESSAGE = "changes torch's global state, which the hidden tests share"
@@ -451,169 +339,50 @@ _FILE_FUNCS = {
     "sys.path.insert": (1, None, "adds to the import path"),
     "sys.path.extend": (0, None, "adds to the import path"),
 }
-_PATH_CTORS = frozenset(
-    {
-        "pathlib.Path",
-        "pathlib.PurePath",
-        "pathlib.PosixPath",
-        "pathlib.WindowsPath",
-        "pathlib.PurePosixPath",
-        "pathlib.PureWindowsPath",
-    }
-)
+_PATH_CTORS = frozenset({
+    "pathlib.Path", "pathlib.PurePath", "pathlib.PosixPath", "pathlib.WindowsPath",
+    "pathlib.PurePosixPath", "pathlib.PureWindowsPath",
+})
 _PATH_METHODS = {
-    "read_text": "reads",
-    "read_bytes": "reads",
-    "open": "opens",
-    "iterdir": "lists",
-    "glob": "lists",
-    "rglob": "lists",
-    "walk": "walks",
-    "write_text": "writes",
-    "write_bytes": "writes",
-    "unlink": "deletes",
-    "rmdir": "deletes",
-    "exists": "looks at",
-    "is_file": "looks at",
-    "is_dir": "looks at",
-    "stat": "looks at",
+    "read_text": "reads", "read_bytes": "reads", "open": "opens", "iterdir": "lists",
+    "glob": "lists", "rglob": "lists", "walk": "walks", "write_text": "writes",
+    "write_bytes": "writes", "unlink": "deletes", "rmdir": "deletes", "exists": "looks at",
+    "is_file": "looks at", "is_dir": "looks at", "stat": "looks at",
 }
 _NBGRADER_WORDS = (
-    "solutions",
-    "autograder",
-    "gradebook",
-    "submitted",
-    "autograded",
-    "feedback",
-    "nbgrader",
-    ".db",
-    ".ipynb",
-    ".git",
+    "solutions", "autograder", "gradebook", "submitted", "autograded", "feedback", "nbgrader",
+    ".db", ".ipynb", ".git",
 )
 
 # Magics. Those that take code are scanned as code; the rest are judged by name.
 _CODE_LINE_MAGICS = frozenset({"time", "timeit", "prun"})
-_SHELL_LINE_MAGICS = frozenset(
-    {
-        "sx",
-        "sc",
-        "system",
-        "alias",
-        "unalias",
-        "rehashx",
-        "ls",
-        "ll",
-        "lf",
-        "lk",
-        "lx",
-        "ldir",
-        "cat",
-        "less",
-        "more",
-        "man",
-        "mkdir",
-        "rmdir",
-        "rm",
-        "cp",
-        "mv",
-        "bash",
-        "sh",
-        "script",
-    }
-)
+_SHELL_LINE_MAGICS = frozenset({
+    "sx", "sc", "system", "alias", "unalias", "rehashx", "ls", "ll", "lf", "lk", "lx", "ldir",
+    "cat", "less", "more", "man", "mkdir", "rmdir", "rm", "cp", "mv", "bash", "sh", "script",
+})
 _PACKAGE_MAGICS = frozenset({"pip", "conda", "mamba", "micromamba", "uv"})
 _PATH_MAGICS = {
-    "cd": "changes into",
-    "pushd": "changes into",
-    "bookmark": "bookmarks",
-    "load": "loads",
-    "loadpy": "loads",
-    "pycat": "shows",
-    "pfile": "shows",
-    "notebook": "writes",
-    "save": "writes",
-    "logstart": "logs to",
-    "run": "runs",
+    "cd": "changes into", "pushd": "changes into", "bookmark": "bookmarks", "load": "loads",
+    "loadpy": "loads", "pycat": "shows", "pfile": "shows", "notebook": "writes", "save": "writes",
+    "logstart": "logs to", "run": "runs",
 }
-_HOOK_LINE_MAGICS = frozenset(
-    {
-        "config",
-        "alias_magic",
-        "autocall",
-        "automagic",
-        "macro",
-        "rerun",
-        "recall",
-        "gui",
-        "autoawait",
-        "killbgscripts",
-        "unload_ext",
-        "reload_ext",
-        "load_ext",
-        "store",
-        "logon",
-        "logoff",
-        "popd",
-    }
-)
+_HOOK_LINE_MAGICS = frozenset({
+    "config", "alias_magic", "autocall", "automagic", "macro", "rerun", "recall", "gui",
+    "autoawait", "killbgscripts", "unload_ext", "reload_ext", "load_ext", "store", "logon",
+    "logoff", "popd",
+})
 _SAFE_EXTENSIONS = frozenset({"autoreload"})
-_SAFE_LINE_MAGICS = frozenset(
-    {
-        "matplotlib",
-        "autoreload",
-        "aimport",
-        "precision",
-        "pprint",
-        "who",
-        "whos",
-        "who_ls",
-        "pwd",
-        "xmode",
-        "lsmagic",
-        "magic",
-        "quickref",
-        "page",
-        "pinfo",
-        "pinfo2",
-        "psearch",
-        "pdoc",
-        "pdef",
-        "psource",
-        "tb",
-        "colors",
-        "doctest_mode",
-        "env",
-        "set_env",
-        "history",
-        "reset",
-        "reset_selective",
-        "xdel",
-        "debug",
-        "pdb",
-        "dirs",
-        "dhist",
-        "clear",
-        "notebook_mode",
-    }
-)
+_SAFE_LINE_MAGICS = frozenset({
+    "matplotlib", "autoreload", "aimport", "precision", "pprint", "who", "whos", "who_ls", "pwd",
+    "xmode", "lsmagic", "magic", "quickref", "page", "pinfo", "pinfo2", "psearch", "pdoc", "pdef",
+    "psource", "tb", "colors", "doctest_mode", "env", "set_env", "history", "reset",
+    "reset_selective", "xdel", "debug", "pdb", "dirs", "dhist", "clear", "notebook_mode",
+})
 _CODE_CELL_MAGICS = frozenset({"time", "timeit", "capture", "prun"})
-_SHELL_CELL_MAGICS = frozenset(
-    {
-        "bash",
-        "sh",
-        "zsh",
-        "script",
-        "system",
-        "sx",
-        "!",
-        "perl",
-        "ruby",
-        "python",
-        "python2",
-        "python3",
-        "pypy",
-    }
-)
+_SHELL_CELL_MAGICS = frozenset({
+    "bash", "sh", "zsh", "script", "system", "sx", "!", "perl", "ruby", "python", "python2",
+    "python3", "pypy",
+})
 _SAFE_CELL_MAGICS = frozenset({"html", "HTML", "markdown", "latex", "svg", "javascript", "js"})
 
 
@@ -640,7 +409,7 @@ def _default(name: str) -> _Binding:
 
 def _norm(path: str) -> str:
     """builtins.open and open are the same function."""
-    return path[len("builtins.") :] if path.startswith("builtins.") else path
+    return path[len("builtins."):] if path.startswith("builtins.") else path
 
 
 def _root(path: str) -> str:
@@ -754,11 +523,9 @@ class _Scanner(ast.NodeVisitor):
                 return []
             line = getattr(error, "lineno", None) or 1
             reason = getattr(error, "msg", None) or type(error).__name__
-            message = (
-                f"Cannot be parsed as Python, even after IPython's %magic and !shell "
-                f"syntax is translated ({reason}), so the scanner could not check this "
-                "cell; read it by hand."
-            )
+            message = (f"Cannot be parsed as Python, even after IPython's %magic and !shell "
+                       f"syntax is translated ({reason}), so the scanner could not check this "
+                       "cell; read it by hand.")
             line = min(max(line, 1), max(len(lines), 1))
             return [("unparsable", line, _code_at(lines, line), message)]
         try:
@@ -766,17 +533,13 @@ class _Scanner(ast.NodeVisitor):
         except RecursionError:
             self.scopes = [self.module]
             self.fixed_line = None
-            self._emit(
-                "unparsable",
-                None,
-                "is nested too deeply for the scanner to follow, so "
-                "the rest of this cell was not checked; read it by hand",
-            )
+            self._emit("unparsable", None, "is nested too deeply for the scanner to follow, so "
+                       "the rest of this cell was not checked; read it by hand")
         seen: set[tuple[str, int]] = set()
         out = []
         for kind, line, message in sorted(self.findings, key=lambda f: f[1]):
             if (kind, line) not in seen:  # one finding per kind and line is enough to send
-                seen.add((kind, line))  # the instructor there
+                seen.add((kind, line))    # the instructor there
                 out.append((kind, line, _code_at(lines, line), message))
         return out
 
@@ -848,24 +611,16 @@ class _Scanner(ast.NodeVisitor):
     def _check_rebind(self, name: str, new: _Binding, node: ast.AST, via_import: bool) -> None:
         """A top-level name the tests may use is made to mean something else."""
         if name in SHADOWED_BUILTINS and new.path not in (name, f"builtins.{name}"):
-            self._emit(
-                "monkeypatch",
-                node,
-                f"rebinds the built-in {name} for the whole notebook, "
-                f"so the tests, which run in the same namespace, would use the replacement",
-            )
+            self._emit("monkeypatch", node, f"rebinds the built-in {name} for the whole notebook, "
+                       f"so the tests, which run in the same namespace, would use the replacement")
             return
         old = self.module.names.get(name) or _default(name)
         if not (old.imported and old.path and _root(old.path) in PROTECTED_ROOTS):
             return
         if new.path == old.path or (via_import and new.path and _root(new.path) in PROTECTED_ROOTS):
             return
-        self._emit(
-            "monkeypatch",
-            node,
-            f"rebinds {name} (imported: {old.path}), so later code "
-            f"that uses {name} (a test, say) would run the replacement",
-        )
+        self._emit("monkeypatch", node, f"rebinds {name} (imported: {old.path}), so later code "
+                   f"that uses {name} (a test, say) would run the replacement")
 
     # ----- what an expression refers to -----------------------------------------------------
 
@@ -952,25 +707,14 @@ class _Scanner(ast.NodeVisitor):
         hit = self._forbidden(p)
         if hit is not None:
             alias = f" (the same function as {hit})" if not _under(p, (hit,)) else ""
-            self._emit(
-                "forbidden_builtin",
-                node,
-                f"{verb} {p}{alias}, a built-in that does what "
-                "this exercise asks the student to write",
-            )
+            self._emit("forbidden_builtin", node, f"{verb} {p}{alias}, a built-in that does what "
+                       "this exercise asks the student to write")
         if root == "autograder":
-            self._emit(
-                "autograder_import",
-                node,
-                f"{verb} {p}, the course's autograder, which "
-                "holds the reference solutions during grading (students do not have it)",
-            )
+            self._emit("autograder_import", node, f"{verb} {p}, the course's autograder, which "
+                       "holds the reference solutions during grading (students do not have it)")
         elif root == "nbgrader":
-            self._emit(
-                "autograder_import",
-                node,
-                f"{verb} {p}, whose API can read and change the gradebook",
-            )
+            self._emit("autograder_import", node, f"{verb} {p}, whose API can read and change "
+                       "the gradebook")
         exit_ = _under(p, _EXITS)
         if exit_ is not None:
             self._emit("process_exit", node, f"{verb} {p}, which {_EXITS[exit_]}")
@@ -979,12 +723,8 @@ class _Scanner(ast.NodeVisitor):
             self._emit("ipython_hook", node, f"{verb} {p}, which {_HOOKS[hook]}")
         elif root in ("IPython", "ipykernel") and len(parts) > 1:
             if not _under(p, _IPYTHON_OK) and p not in _GET_IPYTHON:
-                self._emit(
-                    "ipython_hook",
-                    node,
-                    f"{verb} {p}, part of IPython's internals, "
-                    "through which code can change how later cells (the tests) run",
-                )
+                self._emit("ipython_hook", node, f"{verb} {p}, part of IPython's internals, "
+                           "through which code can change how later cells (the tests) run")
         elif root == _IPY:
             attr = parts[1] if len(parts) > 1 else None
             if attr in _IPY_MESSAGES:
@@ -994,70 +734,43 @@ class _Scanner(ast.NodeVisitor):
         if _under(p, _NETWORK):
             self._emit("outside_read", node, f"{verb} {p}, which reaches the network")
         if _under(p, _SHELL) or p.startswith(_SHELL_PREFIXES):
-            self._emit(
-                "outside_read",
-                node,
-                f"runs a shell command or program ({verb} {p}), "
-                "which can read anything the grader's account can",
-            )
+            self._emit("outside_read", node, f"runs a shell command or program ({verb} {p}), "
+                       "which can read anything the grader's account can")
         if p.startswith(("unittest.mock.patch", "mock.patch")) or p == "pytest.MonkeyPatch":
-            self._emit(
-                "monkeypatch",
-                node,
-                f"{verb} {p}, which replaces functions for the code that runs while it is active",
-            )
+            self._emit("monkeypatch", node, f"{verb} {p}, which replaces functions for the code "
+                       "that runs while it is active")
         if p in ("pathlib.Path.home", "os.path.expanduser", "os.getlogin"):
-            self._emit(
-                "outside_read",
-                node,
-                f"{verb} {p}, which points to the home folder, outside the notebook's",
-            )
+            self._emit("outside_read", node, f"{verb} {p}, which points to the home folder, "
+                       "outside the notebook's")
 
-    def _attribute_write(
-        self, node: ast.AST, base: str | None, attr: str | None, verb: str
-    ) -> None:
+    def _attribute_write(self, node: ast.AST, base: str | None, attr: str | None,
+                         verb: str) -> None:
         """`base.attr` is assigned or deleted (attr None: an attribute chosen at run time)."""
         if base is None:
             return
         if base == _GLOBALS:
             if attr is None:
-                self._emit(
-                    "monkeypatch",
-                    node,
-                    f"{verb} a name chosen at run time in the "
-                    "notebook's namespace (globals()), which the tests share",
-                )
+                self._emit("monkeypatch", node, f"{verb} a name chosen at run time in the "
+                           "notebook's namespace (globals()), which the tests share")
             else:
                 self._check_rebind(attr, _USER, node, False)
                 self.module.names[attr] = _USER
             return
         if base == "sys.modules":
             which = f"the module {attr!r}" if attr else "a module"
-            self._emit(
-                "monkeypatch",
-                node,
-                f"{verb} {which} in sys.modules, so later imports (the "
-                "tests' too) get the replacement",
-            )
+            self._emit("monkeypatch", node, f"{verb} {which} in sys.modules, so later imports (the "
+                       "tests' too) get the replacement")
             return
         if _root(base) == _IPY:
             attr_path = f"{base}.{attr}" if attr else base
-            self._emit(
-                "ipython_hook",
-                node,
-                f"{verb} {attr_path}, which "
-                + _IPY_MESSAGES.get(attr or "", "changes how later cells run"),
-            )
+            self._emit("ipython_hook", node, f"{verb} {attr_path}, which "
+                       + _IPY_MESSAGES.get(attr or "", "changes how later cells run"))
             return
         if _root(base) not in PROTECTED_ROOTS:
             return
         if attr is None:
-            self._emit(
-                "monkeypatch",
-                node,
-                f"{verb} an attribute of {base} whose name is computed "
-                "at run time, so the tests may be calling a replacement",
-            )
+            self._emit("monkeypatch", node, f"{verb} an attribute of {base} whose name is computed "
+                       "at run time, so the tests may be calling a replacement")
             return
         full = f"{base}.{attr}"
         hook = _under(full, _HOOKS)
@@ -1065,26 +778,15 @@ class _Scanner(ast.NodeVisitor):
             self._emit("ipython_hook", node, f"{verb} {full}, which {_HOOKS[hook]}")
         elif full.startswith("torch.backends.") or full in _GLOBAL_STATE_CALLS:
             self._emit("monkeypatch", node, f"{verb} {full}, which {_GLOBAL_STATE_MESSAGE}")
-        elif (
-            attr.startswith("__")
-            and attr.endswith("__")
-            and _root(base) == "torch"
-            and base.rsplit(".", 1)[-1][:1].isupper()
-        ):
-            self._emit(
-                "monkeypatch",
-                node,
-                f"{verb} {full}, which changes how every {base} behaves, in the tests too",
-            )
+        elif (attr.startswith("__") and attr.endswith("__") and _root(base) == "torch"
+              and base.rsplit(".", 1)[-1][:1].isupper()):
+            self._emit("monkeypatch", node, f"{verb} {full}, which changes how every {base} "
+                       "behaves, in the tests too")
         elif verb == "deletes":
             self._emit("monkeypatch", node, f"deletes {full}, which the tests may use")
         else:
-            self._emit(
-                "monkeypatch",
-                node,
-                f"{verb} {full}, which the tests may use: a test "
-                "that relies on it would run the replacement",
-            )
+            self._emit("monkeypatch", node, f"{verb} {full}, which the tests may use: a test "
+                       "that relies on it would run the replacement")
 
     def _store(self, target: ast.AST, binding: _Binding, verb: str = "replaces") -> None:
         if isinstance(target, ast.Name):
@@ -1098,9 +800,8 @@ class _Scanner(ast.NodeVisitor):
             self.generic_visit(target)
         elif isinstance(target, ast.Subscript):
             base = self._resolve(target.value)
-            if base is not None and (
-                base in ("sys.modules", _GLOBALS, "builtins") or base.endswith(".__dict__")
-            ):
+            if base is not None and (base in ("sys.modules", _GLOBALS, "builtins")
+                                     or base.endswith(".__dict__")):
                 base = base.removesuffix(".__dict__")
                 self._attribute_write(target, base, _literal_str(target.slice), verb)
             self.generic_visit(target)
@@ -1138,13 +839,9 @@ class _Scanner(ast.NodeVisitor):
                 self._check_path(node, module, "imports")
                 for name in self.forbidden:
                     if name.rsplit(".", 1)[0] == module:
-                        self._emit(
-                            "forbidden_builtin",
-                            node,
-                            f"imports every public name of "
-                            f"{module}, {name} among them, a built-in that does what "
-                            "this exercise asks the student to write",
-                        )
+                        self._emit("forbidden_builtin", node, f"imports every public name of "
+                                   f"{module}, {name} among them, a built-in that does what "
+                                   "this exercise asks the student to write")
                 continue
             full = f"{module}.{alias.name}"
             self._check_path(node, full, "imports")
@@ -1274,12 +971,8 @@ class _Scanner(ast.NodeVisitor):
         exc = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
         path = self._resolve(exc) if exc is not None else None
         if path is not None and _norm(path) in _EXIT_EXCEPTIONS:
-            self._emit(
-                "process_exit",
-                node,
-                f"raises {_norm(path)}, which ends the kernel's run, "
-                "so the cells after it (the tests) do not run",
-            )
+            self._emit("process_exit", node, f"raises {_norm(path)}, which ends the kernel's run, "
+                       "so the cells after it (the tests) do not run")
         self.generic_visit(node)
 
     # ----- expressions ----------------------------------------------------------------------
@@ -1292,12 +985,8 @@ class _Scanner(ast.NodeVisitor):
         if isinstance(node.ctx, ast.Load):
             self._reference(node)
         if node.attr == "__globals__":
-            self._emit(
-                "ipython_hook",
-                node,
-                "uses .__globals__, which reaches the namespace of "
-                "the module a function comes from (a check's helpers and values, say)",
-            )
+            self._emit("ipython_hook", node, "uses .__globals__, which reaches the namespace of "
+                       "the module a function comes from (a check's helpers and values, say)")
         elif node.attr in _FRAME_ATTRS:
             self._emit("ipython_hook", node, f"uses .{node.attr}, which {_FRAMES}")
         self.generic_visit(node)
@@ -1306,20 +995,12 @@ class _Scanner(ast.NodeVisitor):
         if not isinstance(node.value, str):
             return
         if _GRADER_NAME.fullmatch(node.value):
-            self._emit(
-                "autograder_import",
-                node,
-                f"names the package {node.value.strip()!r} in a "
-                "string, e.g. to import it by name or to look for it in sys.modules and "
-                "tell that it is being graded",
-            )
+            self._emit("autograder_import", node, f"names the package {node.value.strip()!r} in a "
+                       "string, e.g. to import it by name or to look for it in sys.modules and "
+                       "tell that it is being graded")
         elif "NBGRADER_" in node.value:
-            self._emit(
-                "autograder_import",
-                node,
-                "mentions nbgrader's environment variables "
-                f"({node.value.strip()[:40]!r}), which tell code that it is being graded",
-            )
+            self._emit("autograder_import", node, "mentions nbgrader's environment variables "
+                       f"({node.value.strip()[:40]!r}), which tell code that it is being graded")
 
     def visit_Subscript(self, node: ast.Subscript) -> None:
         if isinstance(node.ctx, ast.Load):
@@ -1328,11 +1009,8 @@ class _Scanner(ast.NodeVisitor):
 
     def visit_BinOp(self, node: ast.BinOp) -> None:
         parent = self.parents.get(node)
-        if (
-            isinstance(node.op, ast.Div)
-            and self._is_path(node)
-            and not (isinstance(parent, ast.BinOp) and self._is_path(parent))
-        ):
+        if (isinstance(node.op, ast.Div) and self._is_path(node)
+                and not (isinstance(parent, ast.BinOp) and self._is_path(parent))):
             self._check_path_arg(node, node, "builds the path", literal_only=True)
         self.generic_visit(node)
 
@@ -1353,33 +1031,23 @@ class _Scanner(ast.NodeVisitor):
                 code = code.decode("utf-8", "replace")
             if isinstance(code, str):
                 if not self._embedded(node, code, f"in the string run by {f}(): "):
-                    self._emit(
-                        "dynamic_code", node, f"runs with {f}() a string that is not valid Python"
-                    )
+                    self._emit("dynamic_code", node, f"runs with {f}() a string that is not valid "
+                               "Python")
             elif first is not None:
-                self._emit(
-                    "dynamic_code",
-                    node,
-                    f"runs with {f}() code built at run time "
-                    f"({_short(first)}), which the scanner cannot read",
-                )
+                self._emit("dynamic_code", node, f"runs with {f}() code built at run time "
+                           f"({_short(first)}), which the scanner cannot read")
         elif f in _IMPORT_FUNCS:
             name = _literal_str(first)
             if name is not None:
                 self._check_path(node, name, "imports")
             elif first is not None:
-                self._emit(
-                    "dynamic_code",
-                    node,
-                    f"imports with {f}() a module whose name is "
-                    f"computed at run time ({_short(first)}), which the scanner cannot read",
-                )
+                self._emit("dynamic_code", node, f"imports with {f}() a module whose name is "
+                           f"computed at run time ({_short(first)}), which the scanner cannot read")
         elif _under(f, _DYNAMIC):
             self._emit("dynamic_code", node, f"calls {f}, which runs code the scanner cannot read")
         elif f in _SETATTR_FUNCS and len(args) >= 2:
-            self._attribute_write(
-                node, self._resolve(args[0]), _literal_str(args[1]), _SETATTR_FUNCS[f]
-            )
+            self._attribute_write(node, self._resolve(args[0]), _literal_str(args[1]),
+                                  _SETATTR_FUNCS[f])
         elif f.endswith((".__setattr__", ".__delattr__")) and args:
             verb = "deletes" if f.endswith("__delattr__") else "replaces"
             self._attribute_write(node, f.rsplit(".", 1)[0], _literal_str(first), verb)
@@ -1390,20 +1058,12 @@ class _Scanner(ast.NodeVisitor):
         ):
             self._emit("monkeypatch", node, f"calls {f}, which {_GLOBAL_STATE_MESSAGE}")
         elif f in ("unittest.mock.patch", "mock.patch") and _literal_str(first):
-            self._emit(
-                "monkeypatch",
-                node,
-                f"patches {_literal_str(first)} with unittest.mock, "
-                "so code that runs while the patch is active gets a replacement",
-            )
+            self._emit("monkeypatch", node, f"patches {_literal_str(first)} with unittest.mock, "
+                       "so code that runs while the patch is active gets a replacement")
         elif f in ("unittest.mock.patch.object", "mock.patch.object") and len(args) >= 2:
             target = self._resolve(args[0])
-            self._emit(
-                "monkeypatch",
-                node,
-                f"patches {target or _short(args[0])}."
-                f"{_literal_str(args[1]) or '<computed>'} with unittest.mock",
-            )
+            self._emit("monkeypatch", node, f"patches {target or _short(args[0])}."
+                       f"{_literal_str(args[1]) or '<computed>'} with unittest.mock")
         elif f in ("getattr", "operator.attrgetter") or f.endswith(".__getattribute__"):
             self._check_getattr(node, f)
         elif f.startswith(_IPY + "."):
@@ -1412,26 +1072,15 @@ class _Scanner(ast.NodeVisitor):
 
     def _check_dict_write(self, node: ast.Call, container: str) -> None:
         if container == "sys.modules":
-            self._emit(
-                "monkeypatch",
-                node,
-                "changes sys.modules, so later imports (the tests' too) can get replacements",
-            )
+            self._emit("monkeypatch", node, "changes sys.modules, so later imports (the tests' "
+                       "too) can get replacements")
         elif container == _GLOBALS:
-            self._emit(
-                "monkeypatch",
-                node,
-                "rebinds names in the notebook's namespace through "
-                "globals(), which the tests share",
-            )
+            self._emit("monkeypatch", node, "rebinds names in the notebook's namespace through "
+                       "globals(), which the tests share")
         elif container.endswith(".__dict__") and _root(container) in PROTECTED_ROOTS:
-            self._emit(
-                "monkeypatch",
-                node,
-                f"changes the attributes of "
-                f"{container.removesuffix('.__dict__')} through its __dict__, which the "
-                "tests may use",
-            )
+            self._emit("monkeypatch", node, f"changes the attributes of "
+                       f"{container.removesuffix('.__dict__')} through its __dict__, which the "
+                       "tests may use")
 
     def _check_getattr(self, node: ast.Call, f: str) -> None:
         at = 1 if f == "getattr" else 0
@@ -1442,34 +1091,22 @@ class _Scanner(ast.NodeVisitor):
             hit = self.forbidden_last.get(name)
             looked_up = self._resolve(node)
             if hit is not None and (looked_up is None or self._forbidden(_norm(looked_up)) is None):
-                self._emit(
-                    "forbidden_builtin",
-                    node,
-                    f"looks up {name!r} by name, the name of "
-                    f"{hit}, a built-in that does what this exercise asks the student to "
-                    "write",
-                )
+                self._emit("forbidden_builtin", node, f"looks up {name!r} by name, the name of "
+                           f"{hit}, a built-in that does what this exercise asks the student to "
+                           "write")
             return
         base = self._resolve(node.args[0]) if f == "getattr" else f.rsplit(".", 1)[0]
         if base is not None and (_root(base) in PROTECTED_ROOTS or _root(base) == _IPY):
-            self._emit(
-                "dynamic_code",
-                node,
-                f"looks up an attribute of {base} whose name is "
-                f"computed at run time ({_short(node.args[at])}), which hides what it uses",
-            )
+            self._emit("dynamic_code", node, f"looks up an attribute of {base} whose name is "
+                       f"computed at run time ({_short(node.args[at])}), which hides what it uses")
 
     def _check_ipython_call(self, node: ast.Call, attr: str) -> None:
         args = node.args
         if attr in _IPY_SHELL:
             command = _literal_str(args[0]) if args else None
             shown = f" ({command.strip()!r})" if command else ""
-            self._emit(
-                "outside_read",
-                node,
-                f"runs a shell command{shown}, which can read "
-                "anything the grader's account can, outside the notebook's folder too",
-            )
+            self._emit("outside_read", node, f"runs a shell command{shown}, which can read "
+                       "anything the grader's account can, outside the notebook's folder too")
         elif attr in ("run_line_magic", "magic"):
             name = _literal_str(args[0]) if args else None
             if name is None:
@@ -1499,70 +1136,39 @@ class _Scanner(ast.NodeVisitor):
             if code and not self._embedded(node, code, f"in %{name}: "):
                 self._emit("unparsable", node, f"the code given to %{name} could not be read")
         elif name in _SHELL_LINE_MAGICS:
-            self._emit(
-                "outside_read",
-                node,
-                f"runs a shell command (%{name} {arg.strip()}), which "
-                "can read anything the grader's account can",
-            )
+            self._emit("outside_read", node, f"runs a shell command (%{name} {arg.strip()}), which "
+                       "can read anything the grader's account can")
         elif name in _PACKAGE_MAGICS:
-            self._emit(
-                "outside_read",
-                node,
-                f"installs packages with %{name}, which reaches the "
-                "network and changes the grader's environment",
-            )
+            self._emit("outside_read", node, f"installs packages with %{name}, which reaches the "
+                       "network and changes the grader's environment")
         elif name in _PATH_MAGICS:
             if name == "run":
-                self._emit(
-                    "dynamic_code",
-                    node,
-                    f"runs the file named in %run {arg.strip()}, whose code the scanner cannot see",
-                )
+                self._emit("dynamic_code", node, f"runs the file named in %run {arg.strip()}, "
+                           "whose code the scanner cannot see")
             self._check_magic_path(node, f"%{name}", arg, _PATH_MAGICS[name])
         elif name == "load_ext" and arg.split()[:1] and arg.split()[0] in _SAFE_EXTENSIONS:
             pass
         elif name in _HOOK_LINE_MAGICS:
-            self._emit(
-                "ipython_hook",
-                node,
-                f"runs %{name} {arg.strip()}, which changes IPython's "
-                "configuration, extensions or stored values for the cells after it",
-            )
+            self._emit("ipython_hook", node, f"runs %{name} {arg.strip()}, which changes IPython's "
+                       "configuration, extensions or stored values for the cells after it")
         elif name not in _SAFE_LINE_MAGICS:
-            self._emit(
-                "ipython_hook",
-                node,
-                f"runs %{name}, a magic the scanner does not know (it "
-                "may have been defined in the notebook)",
-            )
+            self._emit("ipython_hook", node, f"runs %{name}, a magic the scanner does not know (it "
+                       "may have been defined in the notebook)")
 
     def _cell_magic(self, node: ast.Call, name: str, line: str, body: str) -> None:
         if name in _CODE_CELL_MAGICS:
             if not self._embedded(node, body, "", body=True):
-                self._emit(
-                    "unparsable",
-                    node,
-                    f"the body of this %%{name} cell is not Python, "
-                    "so the scanner could not check it; read it by hand",
-                )
+                self._emit("unparsable", node, f"the body of this %%{name} cell is not Python, "
+                           "so the scanner could not check it; read it by hand")
         elif name in _SHELL_CELL_MAGICS:
             first = next((text.strip() for text in body.splitlines() if text.strip()), "")
-            self._emit(
-                "outside_read",
-                node,
-                f"runs a shell command (a %%{name} cell: "
-                f"{first[:60]!r}), which can read anything the grader's account can",
-            )
+            self._emit("outside_read", node, f"runs a shell command (a %%{name} cell: "
+                       f"{first[:60]!r}), which can read anything the grader's account can")
         elif name in ("writefile", "file"):
             self._check_magic_path(node, f"%%{name}", line, "writes")
         elif name not in _SAFE_CELL_MAGICS:
-            self._emit(
-                "ipython_hook",
-                node,
-                f"runs the cell magic %%{name}, which the scanner "
-                "does not know (it may have been defined in the notebook)",
-            )
+            self._emit("ipython_hook", node, f"runs the cell magic %%{name}, which the scanner "
+                       "does not know (it may have been defined in the notebook)")
 
     def _check_magic_path(self, node: ast.AST, magic: str, arg: str, verb: str) -> None:
         try:
@@ -1572,12 +1178,8 @@ class _Scanner(ast.NodeVisitor):
         paths = [token for token in tokens if not token.startswith("-")]
         path = paths[-1] if paths else ("~" if magic == "%cd" and not tokens else "")
         if "$" in path or "{" in path:
-            self._emit(
-                "outside_read",
-                node,
-                f"{verb} a path computed at run time with {magic} "
-                f"({path!r}), so the scanner cannot tell whether it leaves the folder",
-            )
+            self._emit("outside_read", node, f"{verb} a path computed at run time with {magic} "
+                       f"({path!r}), so the scanner cannot tell whether it leaves the folder")
             return
         why = _outside(path)
         if why is not None:
@@ -1605,11 +1207,8 @@ class _Scanner(ast.NodeVisitor):
 
     def _check_path_method(self, node: ast.Call) -> None:
         func = node.func
-        if (
-            isinstance(func, ast.Attribute)
-            and func.attr in _PATH_METHODS
-            and self._is_path(func.value)
-        ):
+        if (isinstance(func, ast.Attribute) and func.attr in _PATH_METHODS
+                and self._is_path(func.value)):
             self._check_path_arg(node, func.value, _PATH_METHODS[func.attr])
 
     def _is_path(self, node: ast.AST) -> bool:
@@ -1665,45 +1264,28 @@ class _Scanner(ast.NodeVisitor):
                     pieces.insert(0, self._path_text(node.func.value))
                 text = "/".join(t for t, _ in pieces if t)
                 return text, any(c for _, c in pieces)
-            if (
-                f
-                in (
-                    "os.path.expanduser",
-                    "os.path.abspath",
-                    "os.path.realpath",
-                    "os.path.normpath",
-                    "os.fspath",
-                    "str",
-                )
-                and node.args
-            ):
+            if f in ("os.path.expanduser", "os.path.abspath", "os.path.realpath",
+                     "os.path.normpath", "os.fspath", "str") and node.args:
                 return self._path_text(node.args[0])
             if method in ("resolve", "absolute", "expanduser") and self._is_path(node.func.value):
                 return self._path_text(node.func.value)
             if method in ("with_name", "with_suffix", "with_stem") and node.args:
                 (text, computed), (tail, tail_computed) = (
-                    self._path_text(node.func.value),
-                    self._path_text(node.args[0]),
-                )
+                    self._path_text(node.func.value), self._path_text(node.args[0]))
                 return text + tail, computed or tail_computed
         return "", True
 
-    def _check_path_arg(
-        self, node: ast.AST, arg: ast.AST, verb: str, literal_only: bool = False
-    ) -> None:
+    def _check_path_arg(self, node: ast.AST, arg: ast.AST, verb: str,
+                        literal_only: bool = False) -> None:
         text, computed = self._path_text(arg)
         why = _outside(text)
         if why is not None:
             shown = text if not computed else f"{text} (partly computed)"
             self._emit("outside_read", node, f"{verb} {shown!r}, {why}")
         elif computed and not literal_only:
-            self._emit(
-                "outside_read",
-                node,
-                f"{verb} a path computed at run time "
-                f"({_short(arg)}), so the scanner cannot tell whether it leaves the "
-                "notebook's folder",
-            )
+            self._emit("outside_read", node, f"{verb} a path computed at run time "
+                       f"({_short(arg)}), so the scanner cannot tell whether it leaves the "
+                       "notebook's folder")
 
 
 def _code_at(lines: list[str], line: int) -> str:
@@ -1743,11 +1325,8 @@ def _load(path_or_nb) -> nbformat.NotebookNode:
     elif isinstance(path_or_nb, Mapping):
         import nbformat
 
-        nb = (
-            path_or_nb
-            if isinstance(path_or_nb, nbformat.NotebookNode)
-            else (nbformat.from_dict(path_or_nb))
-        )
+        nb = path_or_nb if isinstance(path_or_nb, nbformat.NotebookNode) else (
+            nbformat.from_dict(path_or_nb))
     else:
         raise TypeError(f"expected a notebook path or a notebook, got {type(path_or_nb).__name__}")
     if not isinstance(nb.get("cells"), list):
@@ -1845,13 +1424,8 @@ def format_findings(findings_by_student: Mapping[str, list[Finding]]) -> str:
         widths = [max(len(r[i]) for r in [header, *(row for row, _ in rows)]) for i in range(4)]
 
         def render(row: tuple[str, ...]) -> str:
-            cells = [
-                row[0].ljust(widths[0]),
-                row[1].ljust(widths[1]),
-                row[2].rjust(widths[2]),
-                row[3].ljust(widths[3]),
-                row[4],
-            ]
+            cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1]),
+                     row[2].rjust(widths[2]), row[3].ljust(widths[3]), row[4]]
             return "  ".join(cells).rstrip()
 
         lines.append(render(header))
@@ -1901,16 +1475,14 @@ def main(argv: list[str] | None = None) -> int:
         "notebook's file name without .ipynb",
     )
     parser.add_argument(
-        "--release",
-        metavar="NOTEBOOK",
+        "--release", metavar="NOTEBOOK",
         help="the released student notebook, whose untouched cells (the locked tests) are not "
         "reported on; by default exercises/<ASSIGNMENT>/<the notebook's file name> when it exists",
     )
     args = parser.parse_args(argv)
     if args.assignment is not None and not args.assignment.isidentifier():
-        parser.error(
-            f"--assignment must be a name such as ch04_self_attention, not {args.assignment!r}"
-        )
+        parser.error(f"--assignment must be a name such as ch04_self_attention, "
+                     f"not {args.assignment!r}")
 
     def release_file(path: str, assignment: str) -> str | None:
         if args.release is not None:
@@ -1934,9 +1506,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 releases[release] = _load(release)
             except Exception as exc:  # as above: without it every locked cell would be reported
-                print(
-                    f"scanner: cannot read the release notebook {release}: {exc}", file=sys.stderr
-                )
+                print(f"scanner: cannot read the release notebook {release}: {exc}",
+                      file=sys.stderr)
                 return 1
             print(f"scanner: cells unchanged from {release} are not reported on", file=sys.stderr)
         forbidden = forbidden_builtins_for(assignment) if assignment.isidentifier() else ()
