@@ -88,6 +88,26 @@ class _Frames:
     def feed(self, chunk: bytes) -> None:
         self.buffer += chunk
 
+    def complete(self) -> bool:
+        """Whether a whole frame is waiting."""
+        size = runner.HEADER.size
+        if len(self.buffer) < size:
+            return False
+        (n,) = runner.HEADER.unpack(self.buffer[:size])
+        return len(self.buffer) >= size + n
+
+    def drain(self) -> None:
+        """Read, without waiting, everything the pipe holds now."""
+        fd = self.pipe.fileno()
+        os.set_blocking(fd, False)
+        try:
+            while chunk := os.read(fd, 1 << 20):
+                self.buffer += chunk
+        except BlockingIOError:
+            pass
+        finally:
+            os.set_blocking(fd, True)
+
     def next(self) -> dict | None:
         """The next whole frame, None if it has not all arrived; _Lost if it cannot be read."""
         size = runner.HEADER.size
@@ -188,6 +208,7 @@ class ForkServer:
 
     def fork(self) -> None:
         """A fresh process for the next student, on the data channel."""
+        self.data.drain()  # what an earlier student's process left: no one reads it
         self.data.buffer = b""
         self._write(self.control_out, {"op": "fork"})
         self.child = True
@@ -198,7 +219,11 @@ class ForkServer:
     def receive(self, deadline: float) -> tuple[str, dict]:
         """("data" or "control", the next frame); _Lost at the deadline (everything is killed)."""
         while True:
-            for kind, frames in (("control", self.control), ("data", self.data)):
+            if self.control.complete():
+                # "ended" comes once the student's process is gone: what it wrote before is in
+                # the data pipe already, and comes first.
+                self.data.drain()
+            for kind, frames in (("data", self.data), ("control", self.control)):
                 try:
                     frame = frames.next()
                 except _Lost:
