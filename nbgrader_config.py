@@ -52,6 +52,9 @@ c.CourseDirectory.feedback_directory = os.path.join(GRADING, "feedback")
 os.makedirs(GRADING, exist_ok=True)
 c.CourseDirectory.db_url = "sqlite:///" + os.path.join(GRADING, "gradebook.db")
 
+# `nbgrader export` writes every student's grades: into the grading folder, not the working tree.
+c.CsvExportPlugin.to = os.path.join(GRADING, "grades.csv")
+
 # What the student sees in place of a solution: a stub that fails loudly, so that an unanswered
 # part scores 0 instead of passing tests by accident (this is also nbgrader's default for Python).
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}

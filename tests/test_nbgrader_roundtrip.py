@@ -123,7 +123,8 @@ def graded(released):
     before = tree_digest(submitted)
     nbgrader(course, "autograde", CH04)
     nbgrader(course, "generate_feedback", CH04)
-    nbgrader(course, "export", "--to", str(course / "grading" / "grades.csv"))
+    nbgrader(course, "export")  # nbgrader_config.py sends it to the grading folder
+    assert not (course / "grades.csv").exists(), "grades were exported into the working tree"
     after = tree_digest(submitted)
     with open(course / "grading" / "grades.csv", newline="") as fh:
         grades = {row["student_id"]: row for row in csv.DictReader(fh)}
