@@ -701,3 +701,37 @@ def test_the_sandbox_refuses_to_mount_a_folder_that_holds_the_course():
 
     with pytest.raises(sandbox.SandboxUnavailable, match="holds"):
         sandbox.bwrap_argv(["true"], workdir="/tmp", hidden=(sys.prefix + "/lib",))
+
+
+def test_every_student_folder_gets_a_row_an_instructor_can_act_on(tmp_path):
+    """A renamed notebook is graded; a broken one, one at the wrong depth and an empty folder
+    each get a row that says what to do."""
+    from nbgrader_helpers import make_course, submit
+
+    course_root = make_course(tmp_path)
+    shutil.copytree(REPO / "exercises", course_root / "exercises")
+    source = read_notebook(course_root / "solutions" / A / f"{A}.ipynb")
+    release = read_notebook(course_root / "exercises" / A / f"{A}.ipynb")
+    path = submit(course_root, "renamed", A, filled_in(release, source))
+    path.rename(path.with_name(f"Copy of {A}.ipynb"))
+    broken = submit(course_root, "not_json", A, release)
+    broken.write_text(broken.read_text()[:5000])
+    submitted = course_root / "grading" / "submitted"
+    (submitted / "too_high").mkdir()
+    nbformat.write(release, submitted / "too_high" / f"{A}.ipynb")
+    (submitted / "empty").mkdir()
+
+    results = grade_assignment(Course.load(course_root), A, workers=1, timeout=60, progress=False)
+    rows = {r.student: r for r in results}
+    assert set(rows) == {"renamed", "not_json", "too_high", "empty"}
+    renamed = rows["renamed"]
+    assert (renamed.status, renamed.score) == ("graded", FULL), renamed.reason
+    assert f"graded Copy of {A}.ipynb as {A}.ipynb" in renamed.reason
+    assert rows["not_json"].status == "error"
+    assert "not valid JSON (line " in rows["not_json"].reason
+    assert rows["too_high"].status == "no notebook"
+    assert f"move it to submitted/too_high/{A}/" in rows["too_high"].reason
+    assert rows["empty"].status == "no notebook" and "is empty" in rows["empty"].reason
+    csv_rows = list(csv.DictReader(open(course_root / "grading" / "reports" / f"{A}.csv")))
+    assert sorted(r["student"] for r in csv_rows) == sorted(rows)
+    assert all(r["reason"] for r in csv_rows if r["student"] != "renamed")

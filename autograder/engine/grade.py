@@ -180,14 +180,18 @@ def _grade(job: Job, result: StudentResult) -> None:
         stem = name.removesuffix(".ipynb")
         graded = {gid: c for gid, c in job.cells.items() if c.notebook == stem}
         raw = job.notebooks.get(name)
+        if raw is None and len(job.notebooks) == 1 and len(job.release) == 1:
+            # One notebook under another name ("Copy of ...", "... (1).ipynb"): it is the one.
+            ((other, raw),) = job.notebooks.items()
+            problems.append(f"graded {other} as {name} (the only notebook handed in)")
         if raw is None:
-            found = ", ".join(sorted(job.notebooks)) or "no notebook"
+            found = ", ".join(sorted(job.notebooks)) or "no notebook at all"
             problems.append(f"{name} is missing (found: {found})")
             continue
         try:
-            nb = nbformat.reads(raw.decode("utf-8"), as_version=4)
-        except Exception as exc:  # not JSON, not a notebook
-            problems.append(f"{name} could not be read as a notebook: {_first_line(exc)}")
+            nb = _read_notebook(raw)
+        except ValueError as exc:
+            problems.append(f"{name} could not be read as a notebook: {exc}")
             continue
 
         for f in scanner.scan_notebook(
@@ -222,6 +226,20 @@ def _grade(job: Job, result: StudentResult) -> None:
         result.reason = "; ".join(problems)
         if not result.autograded:
             result.status = "no notebook" if all("missing" in p for p in problems) else "error"
+
+
+def _no_folder_reason(course: Course, assignment: str, student: str) -> str:
+    """Why a student has no submission of `assignment`, in words an instructor can act on."""
+    folder = course.submitted / student
+    stray = sorted(p.name for p in folder.glob("*.ipynb")) if folder.is_dir() else []
+    if stray:
+        return (
+            f"{', '.join(stray)} is in submitted/{student}/, one folder too high: move it to "
+            f"submitted/{student}/{assignment}/ and grade again"
+        )
+    if folder.is_dir() and not any(folder.iterdir()):
+        return f"submitted/{student}/ is empty: no notebook was handed in"
+    return f"no submitted/{student}/{assignment}/ folder: no notebook was handed in"
 
 
 @dataclass
@@ -315,6 +333,27 @@ def _autograded(plan: _Plan, run, verdicts: dict, graded: dict[str, GradedCell])
                     traceback=[f"CheckFailed: {message}"],
                 )
             ]
+    return nb
+
+
+def _read_notebook(raw: bytes):
+    """The notebook in `raw`, or ValueError saying where it stops being one."""
+    import nbformat
+
+    try:
+        text = raw.decode("utf-8")
+        json.loads(text)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"it is not UTF-8 text (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"it is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+            "was it saved from Jupyter, and handed in whole?"
+        ) from None
+    try:
+        nb = nbformat.reads(text, as_version=4)  # not validated: Colab's notebooks bend the schema
+    except Exception as exc:  # nbformat raises several kinds for a malformed notebook
+        raise ValueError(f"it is JSON but not a notebook: {_first_line(exc)}") from None
     return nb
 
 
@@ -490,7 +529,8 @@ def grade_assignment(
     if not (course.source / assignment).is_dir():
         raise SystemExit(f"error: no assignment {assignment!r} in {course.source}")
     found = sorted(p.parent.name for p in course.submitted.glob(f"*/{assignment}") if p.is_dir())
-    students = found if students is None else students
+    if students is None:  # every student folder gets a row, also one without this chapter's
+        students = sorted(p.name for p in course.submitted.glob("*") if p.is_dir())
     missing = sorted(set(students) - set(found))
     _ensure_assignment(course, assignment)
     cells = graded_cells(course, assignment)
@@ -513,7 +553,7 @@ def grade_assignment(
         s: StudentResult(
             student=s,
             status="no notebook",
-            reason="no submission folder",
+            reason=_no_folder_reason(course, assignment, s),
             sandboxed=sandboxed,
             max_score=sum(c.points for c in cells.values()),
         )
