@@ -45,7 +45,6 @@ __all__ = [
     "raises",
     "compare",
     "cases",
-    "where",
     "attention_rows",
     "module_state",
 ]
@@ -336,12 +335,6 @@ def cases(
         for dtype in dtypes:
             for i, shape in enumerate(shapes):
                 yield device, dtype, (seeds[i] if seeds else i), shape
-
-
-def where(device: torch.device, dtype: torch.dtype, **sizes: int) -> str:
-    """' (B=2, L=4, ..., float32, cpu)': the case, for a failure message (sizes, never values)."""
-    dims = ", ".join(f"{k}={v}" for k, v in sizes.items())
-    return f" ({dims}{', ' if dims else ''}{str(dtype).removeprefix('torch.')}, {device.type})"
 
 
 def attention_rows(weights, mask: torch.Tensor | None, what: str) -> None:

@@ -41,7 +41,6 @@ from autograder.toolkit import CheckFailed, GradingAborted, StudentError, Subjec
 __all__ = ["Options", "PartVerdict", "NotebookRun", "RemoteSubject", "judge_notebook"]
 
 GRACE = 5.0  # seconds the runner gets, past a time limit, before it is killed
-STDERR_TAIL = 4096
 MAX_STARTS = 4  # runner starts for one submission
 
 
@@ -71,7 +70,6 @@ class NotebookRun:
     skipped: dict[int, str] = field(default_factory=dict)  # cell index -> why it was skipped
     verdicts: list[PartVerdict] = field(default_factory=list)
     aborted: str = ""  # why the notebook could not be run at all
-    stderr: str = ""
 
 
 class _Lost(Exception):
@@ -176,7 +174,6 @@ class ForkServer:
         self.control_in = os.fdopen(to_judge, "rb", buffering=0)
         self.data = _Frames(self.proc.stdout)
         self.control = _Frames(self.control_in)
-        self.stderr = b""
         self.child = False
         self.alive = True
         kind, frame = self.receive(time.monotonic() + options.start_seconds)
@@ -237,13 +234,17 @@ class ForkServer:
             if left <= 0:
                 self.kill()
                 raise _Lost("it ran past its time limit and was stopped")
-            pipes = [self.proc.stdout, self.control_in, self.proc.stderr]
+            pipes = [self.proc.stdout, self.control_in]
+            if not self.proc.stderr.closed:
+                pipes.append(self.proc.stderr)
             ready, _, _ = select.select(pipes, [], [], left)
             for pipe in ready:
                 chunk = os.read(pipe.fileno(), 1 << 20)
-                if pipe is self.proc.stderr:
-                    self.stderr = (self.stderr + chunk)[-STDERR_TAIL:]
-                elif chunk:
+                if pipe is self.proc.stderr:  # read so the pipe never fills; nothing is kept
+                    if not chunk:
+                        pipe.close()
+                    continue
+                if chunk:
                     (self.control if pipe is self.control_in else self.data).feed(chunk)
                 else:
                     code = self.proc.wait()
@@ -302,8 +303,6 @@ class Session:
         server, self.server = self.server, None
         if server is None:
             return
-        self.run.stderr = server.stderr.decode("utf-8", "replace")
-        server.stderr = b""
         try:
             server.end_child()
         except _Lost:
