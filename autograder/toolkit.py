@@ -152,21 +152,17 @@ class LocalSubject(Subject):
         return self._wrap(out), grads
 
     def _wrap(self, value):
-        if isinstance(value, torch.Tensor) or value is None:
-            return value
-        if type(value) in (bool, int, float, str, bytes):
-            return value
         module = type(value).__module__ or ""
-        if module == "numpy" or module.startswith("numpy."):
+        if module == "numpy" or module.startswith("numpy."):  # np.float64 is a float too
             return runner._from_numpy(value)
+        if value is None or isinstance(value, (torch.Tensor, bool, int, float, str, bytes)):
+            return value
         if isinstance(value, list):
             return [self._wrap(v) for v in value]
         if isinstance(value, tuple):
             return tuple(self._wrap(v) for v in value)
         if isinstance(value, dict):
             return {k: self._wrap(v) for k, v in value.items()}
-        if isinstance(value, (bool, int, float, str, bytes)):
-            return value
         return LocalSubject(value, f"{type(value).__name__} object")
 
     def attribute(self, name: str):
