@@ -45,7 +45,7 @@ exercises: install
 	for a in $(ASSIGNMENTS); do $(BIN)/nbgrader generate_assignment "$$a" --force || exit 1; done
 
 test: install vendor
-	$(BIN)/ruff check autograder tests bench
+	$(BIN)/ruff check autograder attention_data tests bench
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 autograde: install
