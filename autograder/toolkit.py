@@ -64,9 +64,10 @@ class GradingAborted(RuntimeError):
 class StudentError(Exception):
     """An exception the student's code raised in the sandbox: its type's name and its message."""
 
-    def __init__(self, type_name: str, message: str) -> None:
+    def __init__(self, type_name: str, message: str, where: str = "") -> None:
         super().__init__(message)
         self.type_name = type_name
+        self.where = where  # "cell 7, line 3: <the line>": the student's own line that raised
 
 
 # (rtol, atol) per dtype, for one attention layer of width <= 64 compared with the reference.
@@ -257,7 +258,8 @@ def calling(what: str, fn: Callable, *args, **kwargs):
     except (CheckFailed, GradingAborted):
         raise
     except StudentError as exc:
-        raise CheckFailed(f"{what} raised {exc.type_name}: {exc}") from None
+        at = f" (in your code at {exc.where})" if exc.where else ""
+        raise CheckFailed(f"{what} raised {exc.type_name}: {exc}{at}") from None
     except Exception as exc:  # the student's code may raise anything
         raise CheckFailed(f"{what} raised {type(exc).__name__}: {exc}") from None
 

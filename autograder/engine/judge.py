@@ -452,7 +452,12 @@ class RemoteSubject(Subject):
         reply = self.session.request({**message, "target": self.target})
         if reply.get("ok") is not True:
             error = reply.get("error") if type(reply.get("error")) is dict else {}
-            raise StudentError(str(error.get("type", "Error")), str(error.get("message", "")))
+            where = error.get("where")
+            raise StudentError(
+                str(error.get("type", "Error")),
+                str(error.get("message", "")),
+                where if type(where) is str else "",
+            )
         return reply
 
     def _value(self, enc):

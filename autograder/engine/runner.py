@@ -336,8 +336,16 @@ class _Channel:
             data = data[os.write(self.fd_out, data) :]
 
 
-def _error(exc: BaseException) -> dict:
-    return {"type": type(exc).__name__, "message": str(exc)[:2000]}
+def _error(exc: BaseException, cells: dict | None = None) -> dict:
+    """An exception as data; with `cells` ({code name: cell index}), also where in the
+    student's cells it was raised: the innermost frame of theirs."""
+    out = {"type": type(exc).__name__, "message": str(exc)[:2000]}
+    for frame in reversed(traceback.extract_tb(exc.__traceback__) if cells else []):
+        if frame.filename in cells:
+            code = (frame.line or "").strip()[:300]
+            out["where"] = f"cell {cells[frame.filename] + 1}, line {frame.lineno}: {code}"
+            break
+    return out
 
 
 class _Server:
@@ -349,6 +357,8 @@ class _Server:
         self.shell = None
         self.namespace: dict = {"__name__": "__main__"}
         self.stand_ins: tuple = ()
+        self.cells: dict[str, int] = {}  # IPython's code name of a cell -> its index
+        self.index = -1  # the cell running now
 
     # -- values ------------------------------------------------------------------------------
 
@@ -389,10 +399,12 @@ class _Server:
         self.namespace = shell.user_ns
 
     def run_cell(self, source: str, seconds) -> list[dict]:
+        import linecache
         from contextlib import redirect_stderr, redirect_stdout
 
         out, err = io.StringIO(), io.StringIO()
         outputs, error = [], None
+        known = set(linecache.cache)
         with redirect_stdout(out), redirect_stderr(err):
             try:
                 with time_limit(seconds):
@@ -403,6 +415,9 @@ class _Server:
                         exec(compile(source, "<cell>", "exec"), self.namespace)
             except BaseException as exc:  # noqa: BLE001 - a cell may raise anything, SystemExit too
                 error = exc
+        # IPython caches each cell's source under a code name of its own: remember which
+        # cell it was, so that an error raised later in a function defined here can say where.
+        self.cells.update(dict.fromkeys(set(linecache.cache) - known, self.index))
         for name, stream in (("stdout", out), ("stderr", err)):
             text = stream.getvalue()
             if len(text) > MAX_TEXT:
@@ -429,6 +444,7 @@ class _Server:
             raise ProtocolError("run needs a list of cells")
         seconds = request.get("seconds")
         for index, source in cells:
+            self.index = int(index)
             self.channel.write({"event": "cell", "index": int(index)})
             outputs = self.run_cell(str(source), seconds)
             self.channel.write({"event": "cell_done", "index": int(index), "outputs": outputs})
@@ -546,7 +562,7 @@ class _Server:
             try:
                 reply = {"ok": True, **self.handle(request)}
             except BaseException as exc:  # noqa: BLE001 - the student's code may raise anything
-                reply = {"ok": False, "error": _error(exc)}
+                reply = {"ok": False, "error": _error(exc, self.cells)}
             try:
                 self.channel.write(reply)
             except ProtocolError as exc:
