@@ -89,3 +89,16 @@ c.GenerateFeedback.preprocessors = [
 c.LimitOutput.max_traceback = 3
 # A student who prints in a loop must not make the feedback unreadable.
 c.LimitOutput.max_lines = 200
+
+# Due dates and the late policy: the one place they are set (autograder/instructor/policy.py).
+# A submission's time is its timestamp.txt: nbgrader's exchange writes one, and
+# `python -m autograder.instructor collect` writes the time the LMS's archive gives.
+# Dates and times written without a zone are in `timezone`. The penalty is a share of the
+# assignment's maximum per day (or part of a day) late after the grace period, and the whole
+# maximum after max_days; per_day = 0 reports lateness without a penalty. The grades CSV shows
+# submitted_at, due, late_by and late_penalty, and `nbgrader export` the same penalty.
+c.AttentionCourse.timezone = "UTC"
+c.AttentionCourse.due_dates = {
+    # "ch04_self_attention": "2027-03-15 23:59",
+}
+c.AttentionCourse.late_policy = {"grace_minutes": 15, "per_day": 0.1, "max_days": 7}

@@ -1,0 +1,18 @@
+"""The instructor's week around the grader: from an LMS download to grades the LMS can import.
+
+    python -m autograder.instructor collect ch04_self_attention DOWNLOAD.zip [--roster roster.csv]
+    make autograde                                   (or python -m autograder.engine.grade ...)
+    python -m autograder.instructor feedback ch04_self_attention     (after hand grading)
+    python -m autograder.instructor export ch04_self_attention --lms canvas
+    python -m autograder.instructor drop STUDENT | rename OLD NEW
+
+- :mod:`.collect`: Canvas and Moodle "download all submissions" archives, or a folder of
+  ``<student>.ipynb`` files, into ``<grading>/submitted/<student>/<assignment>/``;
+- :mod:`.roster`: who the students are (``<grading>/roster.csv``), and their LMS ids;
+- :mod:`.policy`: due dates and the late policy (set in ``nbgrader_config.py``);
+- :mod:`.students`: dropping or renaming a student everywhere at once;
+- :mod:`.export`: a CSV shaped for the LMS's gradebook import.
+
+Nothing here ever changes or deletes a student's submission: a replaced one is moved to
+``<grading>/superseded/``, a dropped student's work to ``<grading>/dropped/``.
+"""

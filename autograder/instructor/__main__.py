@@ -1,0 +1,100 @@
+"""python -m autograder.instructor collect | feedback | export | drop | rename (see __init__.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m autograder.instructor",
+        description="The instructor's week around the grader (the instructor guide walks it).",
+    )
+    parser.add_argument("--course", default=".", help="the course root (holds nbgrader_config.py)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("collect", help="an LMS download into grading/submitted/")
+    c.add_argument("assignment")
+    c.add_argument("download", help="a Canvas or Moodle zip, or a folder of <student>.ipynb")
+    c.add_argument("--roster", help="a roster CSV (student_id,name,email,canvas_id,moodle_id,...)")
+    c.add_argument("--lms", choices=["canvas", "moodle", "folder"], help="default: guessed")
+    c.add_argument("--archive-timezone", help="the zone of the archive's times (default: course)")
+    e = sub.add_parser("export", help="grades as the LMS gradebook imports them")
+    e.add_argument("assignment")
+    e.add_argument("--lms", choices=["canvas", "moodle"], required=True)
+    e.add_argument("--column", help="the assignment's column title in the LMS")
+    fb = sub.add_parser("feedback", help="refresh the feedback pages after hand grading")
+    fb.add_argument("assignment")
+    d = sub.add_parser("drop", help="drop a student (their work is moved to grading/dropped/)")
+    d.add_argument("student")
+    r = sub.add_parser("rename", help="give a student another id everywhere")
+    r.add_argument("old")
+    r.add_argument("new")
+    args = parser.parse_args(argv)
+
+    from autograder.engine.grade import Course
+
+    course = Course.load(args.course)
+    try:
+        if args.command == "collect":
+            return _collect(course, args)
+        if args.command == "export":
+            from autograder.instructor.export import export
+
+            path, warnings = export(course, args.assignment, args.lms, args.column)
+            print(f"{args.assignment}: grades for {args.lms} in {path}")
+            for w in warnings:
+                print(f"  warning: {w}")
+            return 0
+        if args.command == "feedback":
+            from autograder.engine.grade import refresh_feedback
+
+            failed = refresh_feedback(course, args.assignment)
+            for student, why in failed.items():
+                print(f"  no feedback for {student}: {why}")
+            print(f"{args.assignment}: feedback in {course.feedback}/<student>/{args.assignment}/")
+            return 1 if failed else 0
+        if args.command == "drop":
+            from autograder.instructor.students import drop
+
+            print(f"dropped {args.student}; their work is in {drop(course, args.student)}")
+            return 0
+        from autograder.instructor.students import rename
+
+        rename(course, args.old, args.new)
+        print(f"renamed {args.old} to {args.new}")
+        return 0
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _collect(course, args) -> int:
+    from zoneinfo import ZoneInfo
+
+    from autograder.instructor.collect import collect
+
+    tz = ZoneInfo(args.archive_timezone) if args.archive_timezone else None
+    rows = collect(
+        course,
+        args.assignment,
+        Path(args.download),
+        roster_path=Path(args.roster) if args.roster else None,
+        lms=args.lms,
+        tz=tz,
+    )
+    width = max((len(r.student_id) for r in rows), default=7)
+    for r in rows:
+        print(f"{r.student_id:<{width}}  {r.status:<17}  {r.collected_as or '-'}  {r.note}")
+    counts = {}
+    for r in rows:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    listing = course.reports / f"{args.assignment}-collect.csv"
+    print(f"{args.assignment}: {summary}; the list is in {listing}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

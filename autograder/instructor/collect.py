@@ -1,0 +1,342 @@
+"""Turn an LMS download into the grader's layout, ``<grading>/submitted/<student>/<assignment>/``.
+
+    python -m autograder.instructor collect ASSIGNMENT DOWNLOAD [--roster ROSTER.csv]
+        [--lms canvas|moodle|folder] [--archive-timezone ZONE]
+
+What it reads (never changes, never extracts to disk as is):
+
+- **Canvas**, "Download Submissions": a zip of files named
+  ``<lastfirst>_[LATE_]<user id>_<submission id>_<file name>``; a resubmitted file's name gets
+  ``-1``, ``-2`` before its extension.
+- **Moodle**, "Download all submissions": a zip of ``<Full Name>_<participant id>_assignsubmission_
+  file_<file name>``, or of folders ``<Full Name>_<participant id>_assignsubmission_file_/`` (the
+  "download submissions in folders" setting).
+- **A folder** of ``<student>.ipynb`` files.
+
+What it writes, for each student: the notebook under the released name (when a student handed in
+exactly one notebook, whatever its name: "Copy of ch04_self_attention.ipynb" is the one; the row
+says so), ``timestamp.txt`` (the time of the archive's entry, which both LMSs set to the upload
+time; the zip has no time zone, so ``--archive-timezone``, by default the course's) and
+``collect.json`` (what was handed in, under which name, from where). A folder collected before
+with different contents is moved to ``<grading>/superseded/`` first, never overwritten.
+
+Students are found on the roster (``--roster``, merged into ``<grading>/roster.csv``) by LMS id,
+then by name; without a roster, ids are made from the LMS's names and written to the roster, so
+that the grades can be exported back. ``<grading>/reports/<assignment>-collect.csv`` lists every
+download and every roster student, handed in or not.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import re
+import shutil
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from autograder.instructor.roster import Roster, Student, safe_id
+
+__all__ = ["Handed", "collect", "read_download"]
+
+MAX_NOTEBOOK_BYTES = 100 * 2**20  # a notebook with every output is a few MB; a zip bomb is not
+CANVAS = re.compile(
+    r"^(?P<key>[^_/]+)_(?:(?P<late>LATE)_)?(?P<uid>\d+)_(?P<sub>\d+)_(?P<file>[^/]+)$"
+)
+MOODLE = re.compile(
+    r"^(?P<name>[^/]+?)_(?P<pid>\d+)_assignsubmission_file_?(?:/|_)?(?P<file>[^/]*)$"
+)
+MOODLE_FOLDER = re.compile(r"^(?P<name>[^/]+?)_(?P<pid>\d+)_assignsubmission_file_?/(?P<file>.+)$")
+RESUBMITTED = re.compile(r"-\d+(?=\.ipynb$)")
+
+
+@dataclass
+class File:
+    name: str  # the file name the student gave it (the LMS's prefix removed)
+    data: bytes
+    when: dt.datetime | None  # the upload time, if the download says
+
+
+@dataclass
+class Handed:
+    """Everything one student handed in, as the LMS names them."""
+
+    lms: str  # canvas | moodle | folder
+    lms_id: str  # Canvas user id, Moodle participant id, or the folder's file stem
+    names: tuple[str, ...]  # names to find them on a roster by
+    files: list[File] = field(default_factory=list)
+    late_by_lms: bool = False  # Canvas's LATE mark
+    skipped: list[str] = field(default_factory=list)  # entries not taken, and why
+    notes: list[str] = field(default_factory=list)  # what an instructor should know
+
+
+def read_download(path: Path, lms: str | None = None, tz: dt.tzinfo = dt.UTC) -> list[Handed]:
+    """What each student handed in, from a Canvas or Moodle zip or a folder of notebooks."""
+    path = Path(path)
+    if path.is_dir():
+        if lms not in (None, "folder"):
+            raise ValueError(f"{path} is a folder; --lms {lms} reads a zip archive")
+        return _read_folder(path)
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is neither a folder nor a zip archive")
+    with zipfile.ZipFile(path) as archive:
+        entries = [i for i in archive.infolist() if not i.is_dir()]
+        names = [i.filename for i in entries if not _junk(i.filename)]
+        kind = lms or _guess(names, path)
+        handed: dict[str, Handed] = {}
+        for info in entries:
+            if _junk(info.filename):
+                continue
+            if kind == "canvas":
+                m = CANVAS.match(info.filename)
+                if not m:
+                    raise ValueError(
+                        f"{path}: {info.filename!r} is not named as Canvas names a download "
+                        "(<lastfirst>_<user id>_<submission id>_<file>); is this a Canvas archive?"
+                    )
+                key = m["uid"]
+                h = handed.setdefault(key, Handed("canvas", m["uid"], (m["key"],)))
+                h.late_by_lms |= bool(m["late"])
+                file_name = m["file"]
+            elif kind == "moodle":
+                m = MOODLE_FOLDER.match(info.filename) or MOODLE.match(info.filename)
+                if not m or not m["file"]:
+                    raise ValueError(
+                        f"{path}: {info.filename!r} is not named as Moodle names a download "
+                        "(<Full Name>_<participant id>_assignsubmission_file_...)"
+                    )
+                h = handed.setdefault(m["pid"], Handed("moodle", m["pid"], (m["name"],)))
+                file_name = PurePosixPath(m["file"]).name
+            else:
+                raise ValueError(f"--lms must be canvas, moodle or folder, not {kind!r}")
+            when = dt.datetime(*info.date_time, tzinfo=tz)
+            if file_name.endswith(".zip") and info.file_size <= MAX_NOTEBOOK_BYTES:
+                _read_inner_zip(h, file_name, archive.read(info), when)
+                continue
+            if not file_name.endswith(".ipynb"):
+                h.skipped.append(f"{file_name} (not a notebook)")
+                continue
+            if info.file_size > MAX_NOTEBOOK_BYTES:
+                h.skipped.append(f"{file_name} ({info.file_size} bytes: too large for a notebook)")
+                continue
+            h.files.append(File(file_name, archive.read(info), when))
+    return sorted(handed.values(), key=lambda h: h.lms_id)
+
+
+def _read_inner_zip(h: Handed, zip_name: str, data: bytes, when) -> None:
+    """A student who zipped their folder: the notebooks inside, at any depth, are theirs."""
+    import io
+
+    try:
+        inner = zipfile.ZipFile(io.BytesIO(data))
+        entries = [i for i in inner.infolist() if not i.is_dir() and not _junk(i.filename)]
+    except zipfile.BadZipFile:
+        h.skipped.append(f"{zip_name} (not a readable zip archive)")
+        return
+    found = [i for i in entries if i.filename.endswith(".ipynb")]
+    if not found:
+        h.skipped.append(f"{zip_name} (a zip archive without a notebook)")
+    for info in found:
+        if info.file_size > MAX_NOTEBOOK_BYTES:
+            h.skipped.append(f"{info.filename} in {zip_name} (too large for a notebook)")
+            continue
+        name = PurePosixPath(info.filename).name
+        h.files.append(File(name, inner.read(info), when))
+        h.notes.append(f"{name} was inside {zip_name} (as {info.filename})")
+
+
+def _junk(name: str) -> bool:
+    parts = PurePosixPath(name).parts
+    return any(p.startswith(".") or p == "__MACOSX" for p in parts)  # .ipynb_checkpoints too
+
+
+def _guess(names: list[str], path: Path) -> str:
+    if names and all(MOODLE_FOLDER.match(n) or MOODLE.match(n) for n in names):
+        return "moodle"
+    if names and all(CANVAS.match(n) for n in names):
+        return "canvas"
+    raise ValueError(
+        f"{path}: cannot tell which LMS made this archive from its file names (first: "
+        f"{names[0] if names else 'none'!r}); pass --lms canvas or --lms moodle"
+    )
+
+
+def _read_folder(path: Path) -> list[Handed]:
+    out = []
+    for nb in sorted(path.glob("*.ipynb")):
+        when = None  # a file's modification time says when it was copied, not handed in
+        h = Handed("folder", nb.stem, (nb.stem,), [File(nb.name, nb.read_bytes(), when)])
+        out.append(h)
+    if not out:
+        raise ValueError(f"{path} holds no .ipynb file (expected <student>.ipynb files)")
+    return out
+
+
+@dataclass
+class Row:
+    student_id: str
+    lms: str = ""
+    lms_id: str = ""
+    handed_in: str = ""
+    collected_as: str = ""
+    submitted_at: str = ""
+    status: str = ""
+    note: str = ""
+
+
+def collect(
+    course,
+    assignment: str,
+    download: Path,
+    *,
+    roster_path: Path | None = None,
+    lms: str | None = None,
+    tz: dt.tzinfo | None = None,
+) -> list[Row]:
+    """Collect `download` into `course` (an :class:`autograder.engine.grade.Course`) for
+    `assignment`; return one row per download and per roster student."""
+    from autograder.instructor.policy import Policy
+
+    released = sorted(p.name for p in (course.release / assignment).glob("*.ipynb"))
+    if not released:
+        raise ValueError(
+            f"no released notebook in {course.release / assignment}: is {assignment!r} the "
+            "assignment's slug, and has `make exercises` run?"
+        )
+    tz = tz or Policy.from_config(_config(course)).timezone
+    roster = Roster.load(course.grading / "roster.csv")
+    if roster_path is not None:
+        for student in Roster.load(Path(roster_path)).students.values():
+            roster.add(student)
+    handed = read_download(Path(download), lms, tz)
+    rows: list[Row] = []
+    taken: set[str] = set()
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    for h in handed:
+        student, note = _who(roster, h, taken)
+        taken.add(student.student_id)
+        row = Row(student.student_id, h.lms, h.lms_id)
+        row.handed_in = " | ".join(f.name for f in h.files)
+        notes = [note] if note else []
+        notes += h.notes
+        if h.skipped:
+            notes.append("not taken: " + ", ".join(h.skipped))
+        if h.late_by_lms:
+            notes.append(f"{h.lms} marked it late")
+        chosen = _choose(h.files, released)
+        if not chosen:
+            row.status = "no notebook"
+            row.note = "; ".join(notes + ["no notebook was handed in"])
+            rows.append(row)
+            continue
+        files = {name: f for name, f in chosen.items()}
+        renamed = [f"{f.name} as {name}" for name, f in files.items() if f.name != name]
+        if renamed:
+            notes.append("collected " + ", ".join(renamed) + " (the only notebook handed in)")
+        row.collected_as = " | ".join(files)
+        whens = [f.when for f in files.values() if f.when]
+        when = max(whens) if whens else None
+        row.submitted_at = when.isoformat() if when else ""
+        folder = course.submitted / student.student_id / assignment
+        manifest = {
+            "lms": h.lms,
+            "lms_id": h.lms_id,
+            "download": str(Path(download).resolve()),
+            "handed_in": {name: f.name for name, f in files.items()},
+            "late_by_lms": h.late_by_lms,
+        }
+        row.status = _place(course, folder, files, when, manifest, stamp)
+        if row.status == "replaced":
+            notes.append(f"the earlier collection is kept in superseded/{student.student_id}/")
+        row.note = "; ".join(notes)
+        rows.append(row)
+    for sid in roster:
+        if sid not in taken:
+            folder = course.submitted / sid / assignment
+            status = "kept" if folder.is_dir() else "nothing handed in"
+            note = "not in this download; the earlier collection stays" if folder.is_dir() else ""
+            rows.append(Row(sid, status=status, note=note))
+    roster.save()
+    _write_rows(course, assignment, rows)
+    return rows
+
+
+def _config(course):
+    from autograder.engine.grade import load_config
+
+    return load_config(course.root)
+
+
+def _who(roster: Roster, h: Handed, taken: set[str]) -> tuple[Student, str]:
+    """The roster student who handed `h` in, adding one made from the LMS's name if none."""
+    found = roster.find(lms=h.lms, lms_id=h.lms_id, names=h.names)
+    if found is None and h.lms == "folder" and h.lms_id in roster:
+        found = roster.students[h.lms_id]
+    if found is not None and found.student_id not in taken:
+        if h.lms in ("canvas", "moodle") and not getattr(found, f"{h.lms}_id"):
+            setattr(found, f"{h.lms}_id", h.lms_id)
+        return found, ""
+    base = safe_id(h.names[0]) if h.names else safe_id(h.lms_id)
+    sid = base
+    if sid in roster or sid in taken:
+        sid = f"{base}-{h.lms_id}"
+    new = Student(student_id=sid, name=h.names[0] if h.lms == "moodle" else "")
+    if h.lms in ("canvas", "moodle"):
+        setattr(new, f"{h.lms}_id", h.lms_id)
+    note = "not on the roster: added as " + sid if roster.students else ""
+    roster.add(new)
+    return new, note
+
+
+def _choose(files: list[File], released: list[str]) -> dict[str, File]:
+    """{name to collect it under: file}: the released names where the student used them (a
+    Canvas resubmission's -1 ignored); a single notebook under any name when one is released;
+    otherwise every notebook under its own name (the grader then says which is missing)."""
+    by_name = {}
+    for f in sorted(files, key=lambda f: f.when or dt.datetime.min.replace(tzinfo=dt.UTC)):
+        by_name[RESUBMITTED.sub("", f.name)] = f  # the latest of a name wins
+    if any(name in by_name for name in released):
+        return {name: by_name[name] for name in released if name in by_name}
+    if len(by_name) == 1 and len(released) == 1:
+        return {released[0]: next(iter(by_name.values()))}
+    return {safe_file(name): f for name, f in by_name.items()}
+
+
+def safe_file(name: str) -> str:
+    stem = re.sub(r"[^\w.() -]+", "_", name.removesuffix(".ipynb")).strip(" .") or "notebook"
+    return stem + ".ipynb"
+
+
+def _place(course, folder: Path, files: dict[str, File], when, manifest, stamp) -> str:
+    """Write the student's folder; an earlier, different one is moved to superseded/ first."""
+    new = {name: f.data for name, f in files.items()}
+    status = "collected"
+    if folder.is_dir():
+        old = {p.name: p.read_bytes() for p in folder.glob("*.ipynb")}
+        if old == new:
+            return "unchanged"
+        target = course.grading / "superseded" / folder.parent.name / folder.name / stamp
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(folder), str(target))
+        status = "replaced"
+    folder.mkdir(parents=True)
+    for name, data in new.items():
+        (folder / name).write_bytes(data)
+    if when is not None:
+        (folder / "timestamp.txt").write_text(when.isoformat())
+    (folder / "collect.json").write_text(json.dumps(manifest, indent=1))
+    return status
+
+
+def _write_rows(course, assignment: str, rows: list[Row]) -> Path:
+    course.reports.mkdir(parents=True, exist_ok=True)
+    path = course.reports / f"{assignment}-collect.csv"
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        names = list(Row.__dataclass_fields__)
+        writer.writerow(names)
+        for row in sorted(rows, key=lambda r: r.student_id):
+            writer.writerow([getattr(row, n) for n in names])
+    return path

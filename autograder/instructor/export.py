@@ -1,0 +1,90 @@
+"""Grades as the LMS's gradebook imports them, from the gradebook (hand-given scores and late
+penalties included), one row per roster student.
+
+    python -m autograder.instructor export ASSIGNMENT --lms canvas|moodle [--column TITLE]
+
+- **Canvas** ("Import" in the Gradebook): ``Student,ID,SIS User ID,SIS Login ID,Section,<column>``,
+  a "Points Possible" row first; Canvas finds students by ``ID`` (the roster's ``canvas_id``).
+  Name the column as the assignment is named in Canvas, e.g. ``--column "Chapter 4 (12345)"``.
+- **Moodle** (the assignment's "Upload grading worksheet"): ``Identifier,Full name,Email
+  address,Grade,Maximum Grade``; Moodle finds students by ``Participant <moodle_id>``.
+
+A student with a part still waiting for hand grading gets an empty grade (the LMS then keeps
+what it had), and is listed; so is a student without an LMS id. The file is written to
+``<grading>/exports/``, which git ignores with the rest of the grading folder.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from autograder.instructor.roster import Roster
+
+__all__ = ["export"]
+
+
+def _grades(course, assignment: str) -> tuple[dict[str, float | None], float]:
+    """{student: score after the late penalty, or None while a part awaits hand grading}, max."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    out: dict[str, float | None] = {}
+    with Gradebook(f"sqlite:///{course.db_path}") as gb:
+        try:
+            a = gb.find_assignment(assignment)
+        except MissingEntry:
+            raise ValueError(
+                f"the gradebook has no assignment {assignment!r}: grade it first"
+            ) from None
+        max_score = float(a.max_score)
+        for sub in a.submissions:
+            waiting = any(g.needs_manual_grade for nb in sub.notebooks for g in nb.grades)
+            score = max(0.0, float(sub.score) - float(sub.late_submission_penalty or 0.0))
+            out[sub.student.id] = None if waiting else score
+    return out, max_score
+
+
+def export(course, assignment: str, lms: str, column: str | None = None) -> tuple[Path, list[str]]:
+    """Write the import file; return its path and the warnings to show."""
+    if lms not in ("canvas", "moodle"):
+        raise ValueError(f"--lms must be canvas or moodle, not {lms!r}")
+    roster = Roster.load(course.grading / "roster.csv")
+    if not roster.students:
+        raise ValueError(
+            f"{course.grading / 'roster.csv'} is missing or empty: the LMS needs its own ids "
+            "(collect writes them, or give collect --roster)"
+        )
+    grades, max_score = _grades(course, assignment)
+    warnings = []
+    waiting = sorted(s for s, g in grades.items() if g is None and s in roster)
+    if waiting:
+        warnings.append(f"parts still to grade by hand, grade left empty: {', '.join(waiting)}")
+    unknown = sorted(s for s in grades if s not in roster)
+    if unknown:
+        warnings.append(f"graded but not on the roster, not exported: {', '.join(unknown)}")
+    no_id = sorted(s for s in roster if not getattr(roster.students[s], f"{lms}_id"))
+    if no_id:
+        warnings.append(f"no {lms}_id on the roster, not exported: {', '.join(no_id)}")
+    folder = course.grading / "exports"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{assignment}-{lms}.csv"
+    title = column or assignment
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        if lms == "canvas":
+            writer.writerow(["Student", "ID", "SIS User ID", "SIS Login ID", "Section", title])
+            writer.writerow(["Points Possible", "", "", "", "", f"{max_score:g}"])
+        else:
+            writer.writerow(["Identifier", "Full name", "Email address", "Grade", "Maximum Grade"])
+        for sid in roster:
+            s = roster.students[sid]
+            lms_id = getattr(s, f"{lms}_id")
+            if not lms_id:
+                continue
+            grade = grades.get(sid, 0.0)  # on the roster, nothing handed in: 0
+            shown = "" if grade is None else f"{grade:g}"
+            if lms == "canvas":
+                writer.writerow([s.name or sid, lms_id, s.sis_id, "", "", shown])
+            else:
+                writer.writerow([f"Participant {lms_id}", s.name, s.email, shown, f"{max_score:g}"])
+    return path, warnings

@@ -1,0 +1,147 @@
+"""Due dates and the late policy, read from the one place they are set: ``nbgrader_config.py``.
+
+    c.AttentionCourse.timezone = "Asia/Seoul"
+    c.AttentionCourse.due_dates = {"ch04_self_attention": "2027-03-15 23:59"}
+    c.AttentionCourse.late_policy = {"grace_minutes": 15, "per_day": 0.1, "max_days": 7}
+
+A submission's time is its ``timestamp.txt`` (nbgrader's exchange writes one; ``collect`` writes
+the time the LMS archive gives). Times and due dates written without a zone are in ``timezone``.
+
+The penalty is a share of the assignment's maximum, so that it does not move when a written
+answer is graded by hand later. A submission more than ``grace_minutes`` after the due date loses
+``per_day`` of the maximum for every day or part of a day since the due date, and the whole
+maximum after ``max_days`` (the score is never below 0).
+With no due date, nothing is late; with ``per_day = 0``, lateness is reported and not penalised.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+__all__ = ["Policy", "Lateness", "parse_time"]
+
+DEFAULT_LATE_POLICY = {"grace_minutes": 0.0, "per_day": 0.0, "max_days": None}
+
+
+@dataclass(frozen=True)
+class Lateness:
+    submitted: dt.datetime | None
+    due: dt.datetime | None
+    late_by: dt.timedelta  # zero when on time, when there is no due date or no time
+    penalty: float  # points taken off
+
+    @property
+    def late(self) -> bool:
+        return self.late_by > dt.timedelta(0)
+
+    def describe(self) -> str:
+        if self.due is None:
+            return ""
+        if self.submitted is None:
+            return "no submission time (timestamp.txt) to compare with the due date"
+        if not self.late:
+            return ""
+        return f"late by {_duration(self.late_by)}; penalty {self.penalty:g}"
+
+
+@dataclass(frozen=True)
+class Policy:
+    timezone: dt.tzinfo = dt.UTC
+    due_dates: dict[str, dt.datetime] = field(default_factory=dict)
+    grace: dt.timedelta = dt.timedelta(0)
+    per_day: float = 0.0
+    max_days: float | None = None
+
+    @classmethod
+    def from_config(cls, config) -> Policy:
+        """The policy of an nbgrader config object (``c.AttentionCourse``); a clear error for a
+        setting that cannot be understood."""
+        section = config.get("AttentionCourse", {}) if hasattr(config, "get") else {}
+        name = section.get("timezone", "UTC")
+        try:
+            tz = ZoneInfo(str(name))
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"c.AttentionCourse.timezone = {name!r} is not a time zone; use a name such as "
+                "'Asia/Seoul' or 'UTC'"
+            ) from None
+        due = {}
+        for assignment, text in dict(section.get("due_dates", {})).items():
+            try:
+                due[assignment] = parse_time(str(text), tz)
+            except ValueError:
+                raise ValueError(
+                    f"c.AttentionCourse.due_dates[{assignment!r}] = {text!r} is not a date and "
+                    "time; write it as '2027-03-15 23:59' (in the course's time zone) or with an "
+                    "offset, '2027-03-15T23:59+09:00'"
+                ) from None
+        late = {**DEFAULT_LATE_POLICY, **dict(section.get("late_policy", {}))}
+        unknown = set(late) - set(DEFAULT_LATE_POLICY)
+        if unknown:
+            raise ValueError(
+                f"c.AttentionCourse.late_policy has unknown keys {sorted(unknown)}; it takes "
+                f"{sorted(DEFAULT_LATE_POLICY)}"
+            )
+        try:
+            grace = dt.timedelta(minutes=float(late["grace_minutes"]))
+            per_day = float(late["per_day"])
+            max_days = None if late["max_days"] is None else float(late["max_days"])
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"c.AttentionCourse.late_policy = {late!r}: grace_minutes and per_day must be "
+                "numbers, max_days a number or None"
+            ) from None
+        negative = grace < dt.timedelta(0) or (max_days is not None and max_days < 0)
+        if not 0 <= per_day <= 1 or negative:
+            raise ValueError(
+                "c.AttentionCourse.late_policy: per_day is a share of the maximum between 0 and "
+                "1; grace_minutes and max_days cannot be negative"
+            )
+        return cls(tz, due, grace, per_day, max_days)
+
+    def due(self, assignment: str) -> dt.datetime | None:
+        return self.due_dates.get(assignment)
+
+    def lateness(
+        self, assignment: str, submitted: dt.datetime | None, max_score: float
+    ) -> Lateness:
+        due = self.due(assignment)
+        if due is None or submitted is None:
+            return Lateness(submitted, due, dt.timedelta(0), 0.0)
+        if submitted.tzinfo is None:
+            submitted = submitted.replace(tzinfo=self.timezone)
+        late_by = submitted - due
+        if late_by <= self.grace:
+            return Lateness(submitted, due, dt.timedelta(0), 0.0)
+        days = late_by / dt.timedelta(days=1)
+        if self.max_days is not None and days > self.max_days:
+            share = 1.0
+        else:
+            share = min(1.0, self.per_day * math.ceil(days))
+        return Lateness(submitted, due, late_by, round(share * max_score, 6))
+
+
+def parse_time(text: str, tz: dt.tzinfo = dt.UTC) -> dt.datetime:
+    """A date and time, in `tz` when it names no zone: ISO 8601, or what nbgrader writes in
+    timestamp.txt ('2027-03-15 23:59:00.123456 UTC'). ValueError when it is neither."""
+    text = text.strip()
+    for suffix, zone in ((" UTC", dt.UTC), ("Z", dt.UTC)):
+        if text.endswith(suffix):
+            return dt.datetime.fromisoformat(text.removesuffix(suffix)).replace(tzinfo=zone)
+    when = dt.datetime.fromisoformat(text)
+    return when if when.tzinfo else when.replace(tzinfo=tz)
+
+
+def _duration(delta: dt.timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    days, rest = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(rest, 60)
+    parts = (
+        [f"{days} d"] * bool(days)
+        + [f"{hours} h"] * bool(hours)
+        + [f"{minutes} min"] * bool(minutes)
+    )
+    return " ".join(parts) or "under a minute"

@@ -1,0 +1,143 @@
+"""Dropping and renaming a student, everywhere at once: folders, gradebook, roster, reports.
+
+    python -m autograder.instructor drop STUDENT
+    python -m autograder.instructor rename OLD NEW
+
+A dropped student's folders (submitted, autograded, feedback), gradebook grades (as JSON) and
+roster row are moved to ``<grading>/dropped/<student>/<time>/``: nothing they handed in is
+deleted. Their rows leave every report. A renamed student keeps everything under the new id.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from dataclasses import asdict
+
+from autograder.instructor.roster import _ID, Roster
+
+__all__ = ["drop", "rename"]
+
+
+def _folders(course, student: str):
+    return {
+        "submitted": course.submitted / student,
+        "autograded": course.autograded / student,
+        "feedback": course.feedback / student,
+    }
+
+
+def _known(course, student: str) -> bool:
+    from nbgrader.api import Gradebook, MissingEntry
+
+    if any(p.exists() for p in _folders(course, student).values()):
+        return True
+    if student in Roster.load(course.grading / "roster.csv"):
+        return True
+    if not course.db_path.exists():
+        return False
+    with Gradebook(f"sqlite:///{course.db_path}") as gb:
+        try:
+            gb.find_student(student)
+        except MissingEntry:
+            return False
+    return True
+
+
+def drop(course, student: str) -> str:
+    """Drop `student`; return where their work was moved."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    if not _known(course, student):
+        raise ValueError(f"no student {student!r}: not in submitted/, the roster or the gradebook")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = course.grading / "dropped" / student / stamp
+    target.mkdir(parents=True)
+    for name, folder in _folders(course, student).items():
+        if folder.exists():
+            shutil.move(str(folder), str(target / name))
+    if course.db_path.exists():
+        with Gradebook(f"sqlite:///{course.db_path}") as gb:
+            try:
+                grades = {
+                    sub.assignment.name: {
+                        "score": sub.score,
+                        "max_score": sub.max_score,
+                        "grades": {
+                            g.cell.name: {"auto": g.auto_score, "manual": g.manual_score}
+                            for nb in sub.notebooks
+                            for g in nb.grades
+                        },
+                    }
+                    for sub in gb.find_student(student).submissions
+                }
+                (target / "gradebook.json").write_text(json.dumps(grades, indent=1))
+                gb.remove_student(student)
+            except MissingEntry:
+                pass
+    roster = Roster.load(course.grading / "roster.csv")
+    if student in roster:
+        (target / "roster.json").write_text(json.dumps(asdict(roster.students.pop(student))))
+        roster.save()
+    _edit_reports(course, lambda rows: [r for r in rows if r["student"] != student])
+    return str(target)
+
+
+def rename(course, old: str, new: str) -> None:
+    """Give `old` the id `new` everywhere; refuse if `new` is taken or not a valid id."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    if not _ID.match(new):
+        raise ValueError(f"{new!r} is not a student id: letters, digits, '_', '-' or '.'")
+    if not _known(course, old):
+        raise ValueError(f"no student {old!r}: not in submitted/, the roster or the gradebook")
+    if _known(course, new):
+        raise ValueError(f"{new!r} is already a student; drop one of them first")
+    for name, folder in _folders(course, old).items():
+        if folder.exists():
+            shutil.move(str(folder), str(_folders(course, new)[name]))
+    if course.db_path.exists():
+        with Gradebook(f"sqlite:///{course.db_path}") as gb:
+            try:
+                s = gb.find_student(old)
+            except MissingEntry:
+                s = None
+            if s is not None:
+                moved = gb.add_student(
+                    new, first_name=s.first_name, last_name=s.last_name, email=s.email
+                )
+                for sub in list(s.submissions):
+                    sub.student = moved
+                gb.db.commit()
+                gb.db.expire_all()  # so that removing `old` finds no submission left to delete
+                gb.remove_student(old)
+    roster = Roster.load(course.grading / "roster.csv")
+    if old in roster:
+        entry = roster.students.pop(old)
+        entry.student_id = new
+        roster.students[new] = entry
+        roster.save()
+
+    def renamed(rows):
+        for r in rows:
+            if r["student"] == old:
+                r["student"] = new
+        return rows
+
+    _edit_reports(course, renamed)
+
+
+def _edit_reports(course, edit) -> None:
+    """Apply `edit` to the rows of every assignment's report, and write the reports again."""
+    from autograder.engine.grade import StudentResult, write_reports
+
+    for path in sorted(course.reports.glob("*.json")):
+        try:
+            rows = json.loads(path.read_text())
+        except ValueError:
+            continue
+        if not isinstance(rows, list):
+            continue
+        results = [StudentResult(**row) for row in edit(rows)]
+        write_reports(course, path.stem, results)

@@ -1,0 +1,443 @@
+"""The instructor's week (autograder.instructor): LMS downloads in, grades out.
+
+Fast tests read made-up Canvas and Moodle archives, rosters and late policies. The slow one walks
+the week the instructor guide describes, end to end, on a course laid out for real: collect a
+Canvas archive (a renamed notebook, an invalid one, one zipped in a folder, a text file, a late
+one), grade, grade a written answer by hand, collect a resubmission that cannot be read, grade
+again, drop and rename students, export for the LMS. Every student has one row, the CSV says what
+the gradebook says, and nothing handed in is changed.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from autograder.engine.grade import Course
+from autograder.instructor import collect as collect_mod
+from autograder.instructor.policy import Policy, parse_time
+from autograder.instructor.roster import Roster, safe_id
+
+A = "ch04_self_attention"
+REPO = Path(__file__).resolve().parents[1]
+SEOUL = dt.timezone(dt.timedelta(hours=9))
+
+
+def _zip(path: Path, entries: dict[str, bytes | tuple[bytes, tuple]]) -> Path:
+    with zipfile.ZipFile(path, "w") as z:
+        for name, value in entries.items():
+            data, when = value if isinstance(value, tuple) else (value, (2027, 3, 10, 12, 0, 0))
+            info = zipfile.ZipInfo(name, date_time=when)
+            z.writestr(info, data)
+    return path
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+NB = b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
+
+
+# --- reading downloads ---------------------------------------------------------------------
+
+
+def test_canvas_names_give_the_user_the_late_mark_and_the_original_name(tmp_path):
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as z:
+        z.writestr("work/ch04.ipynb", NB)
+        z.writestr("__MACOSX/work/._ch04.ipynb", b"junk")
+    archive = _zip(
+        tmp_path / "canvas.zip",
+        {
+            "doejane_123_456_Copy of ch04.ipynb": NB,
+            "kimminji_LATE_124_457_ch04-1.ipynb": NB,
+            "leejun_125_458_notes.txt": b"hello",
+            "parkseo_126_459_work.zip": inner.getvalue(),
+            "__MACOSX/._doejane_123_456_Copy of ch04.ipynb": b"junk",
+        },
+    )
+    handed = {h.lms_id: h for h in collect_mod.read_download(archive)}
+    assert set(handed) == {"123", "124", "125", "126"}
+    assert handed["123"].names == ("doejane",) and handed["123"].lms == "canvas"
+    assert [f.name for f in handed["123"].files] == ["Copy of ch04.ipynb"]
+    assert handed["124"].late_by_lms and not handed["123"].late_by_lms
+    assert handed["125"].files == [] and "notes.txt (not a notebook)" in handed["125"].skipped
+    assert [f.name for f in handed["126"].files] == ["ch04.ipynb"]
+    assert "inside work.zip (as work/ch04.ipynb)" in handed["126"].notes[0]
+    assert handed["123"].files[0].when == dt.datetime(2027, 3, 10, 12, tzinfo=dt.UTC)
+
+
+def test_moodle_archives_with_and_without_folders(tmp_path):
+    for name, entries in {
+        "flat": {"Jane Doe_901_assignsubmission_file_ch04.ipynb": NB},
+        "folders": {
+            "Jane Doe_901_assignsubmission_file_/ch04.ipynb": NB,
+            "Min-ji Kim_902_assignsubmission_file_/sub/deeper.ipynb": NB,
+        },
+    }.items():
+        handed = collect_mod.read_download(_zip(tmp_path / f"{name}.zip", entries))
+        assert handed[0].lms == "moodle" and handed[0].names == ("Jane Doe",)
+        assert [f.name for f in handed[0].files] == ["ch04.ipynb"]
+    assert [f.name for f in handed[1].files] == ["deeper.ipynb"]
+
+
+def test_an_archive_from_no_known_lms_is_refused_with_a_way_out(tmp_path):
+    archive = _zip(tmp_path / "x.zip", {"homework.ipynb": NB})
+    with pytest.raises(ValueError, match="pass --lms canvas or --lms moodle"):
+        collect_mod.read_download(archive)
+    with pytest.raises(ValueError, match="is not named as Canvas names"):
+        collect_mod.read_download(archive, lms="canvas")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no .ipynb"):
+        collect_mod.read_download(tmp_path / "empty")
+
+
+def test_a_single_notebook_is_collected_under_the_released_name():
+    f = collect_mod.File
+    one = [f("Copy of ch04.ipynb", NB, None)]
+    assert list(collect_mod._choose(one, ["ch04.ipynb"])) == ["ch04.ipynb"]
+    resubmitted = [f("ch04.ipynb", b"old", None), f("ch04-1.ipynb", b"new", None)]
+    assert collect_mod._choose(resubmitted, ["ch04.ipynb"])["ch04.ipynb"].data == b"new"
+    two = [f("a.ipynb", NB, None), f("b/../c.ipynb", NB, None)]
+    assert sorted(collect_mod._choose(two, ["ch04.ipynb"])) == ["a.ipynb", "b_.._c.ipynb"]
+
+
+# --- rosters and policies ------------------------------------------------------------------
+
+
+def test_the_roster_finds_students_by_lms_id_then_by_name(tmp_path):
+    path = tmp_path / "roster.csv"
+    path.write_text(
+        "student_id,name,email,canvas_id\n"
+        "s1,Jane Doe,j@x.org,123\ns2,Min-ji Kim,,\ns3,Lee Jun,,\ns4,Lee Jun,,\n"
+    )
+    roster = Roster.load(path)
+    assert roster.find(lms="canvas", lms_id="123").student_id == "s1"
+    assert roster.find(lms="canvas", names=("doejane",)).student_id == "s1"  # Canvas: last first
+    assert roster.find(lms="moodle", names=("Min-ji  Kim",)).student_id == "s2"
+    assert roster.find(lms="moodle", names=("Lee Jun",)) is None  # two students: ask for ids
+    assert safe_id("Jane  Doe") == "jane-doe" and safe_id("김 민지") == "김-민지"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("name\nJane\n", "student_id"),
+        ("student_id,shoe_size\ns1,42\n", "unknown columns"),
+        ("student_id\ns/1\n", "line 2"),
+        ("student_id\ns1\ns1\n", "appears twice"),
+    ],
+)
+def test_a_bad_roster_is_named_with_its_line(tmp_path, text, message):
+    path = tmp_path / "roster.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        Roster.load(path)
+
+
+def _policy(**section) -> Policy:
+    return Policy.from_config({"AttentionCourse": section})
+
+
+def test_the_late_penalty_is_a_share_of_the_maximum_per_started_day():
+    p = _policy(
+        timezone="Asia/Seoul",
+        due_dates={A: "2027-03-15 23:59"},
+        late_policy={"grace_minutes": 15, "per_day": 0.1, "max_days": 3},
+    )
+    due = dt.datetime(2027, 3, 15, 23, 59, tzinfo=SEOUL)
+    assert p.due(A) == due
+    for after, penalty in [
+        (dt.timedelta(minutes=-5), 0.0),
+        (dt.timedelta(minutes=10), 0.0),  # grace
+        (dt.timedelta(minutes=20), 1.4),
+        (dt.timedelta(days=1, minutes=1), 2.8),
+        (dt.timedelta(days=3, hours=1), 14.0),  # past max_days: nothing left
+    ]:
+        late = p.lateness(A, due + after, 14)
+        assert late.penalty == pytest.approx(penalty), after
+        assert late.late == (penalty > 0)
+    assert p.lateness("other", due + dt.timedelta(days=9), 14).penalty == 0.0  # no due date
+    naive = dt.datetime(2027, 3, 16, 0, 30)  # written without a zone: the course's
+    assert p.lateness(A, naive, 10).penalty == pytest.approx(1.0)
+    assert parse_time("2027-03-15 14:59:00.000001 UTC") == due + dt.timedelta(microseconds=1)
+
+
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ({"timezone": "Mars/Olympus"}, "not a time zone"),
+        ({"due_dates": {A: "next friday"}}, "is not a date"),
+        ({"late_policy": {"per_dya": 0.1}}, "unknown keys"),
+        ({"late_policy": {"per_day": 10}}, "between 0 and 1"),
+    ],
+)
+def test_a_policy_that_cannot_be_understood_says_which_setting(section, message):
+    with pytest.raises(ValueError, match=message):
+        _policy(**section)
+
+
+# --- the week, end to end ------------------------------------------------------------------
+
+
+def _run(course_root: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "ATTENTION_GRADING_DIR"}
+    env["PYTHONPATH"] = str(REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=course_root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, f"{args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def _rows(course: Course) -> dict[str, dict]:
+    with open(course.reports / f"{A}.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    students = [r["student"] for r in rows]
+    assert len(students) == len(set(students)), "a student has two rows"
+    return {r["student"]: r for r in rows}
+
+
+def _gradebook(course: Course) -> dict[str, tuple[float, float, list[str]]]:
+    """{student: (score, penalty, cells waiting for a hand)} as nbgrader's gradebook holds them."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course.db_path}") as gb:
+        return {
+            sub.student.id: (
+                float(sub.score),
+                float(sub.late_submission_penalty),
+                sorted(
+                    g.cell.name for nb in sub.notebooks for g in nb.grades if g.needs_manual_grade
+                ),
+            )
+            for sub in gb.find_assignment(A).submissions
+        }
+
+
+def _agree(course: Course) -> dict[str, dict]:
+    """The CSV and the gradebook say the same, for every student the gradebook holds."""
+    rows = _rows(course)
+    for student, (score, penalty, waiting) in _gradebook(course).items():
+        row = rows[student]
+        assert float(row["raw_score"]) == pytest.approx(score), student
+        assert float(row["late_penalty"]) == pytest.approx(penalty), student
+        assert float(row["score"]) == pytest.approx(max(0.0, score - penalty)), student
+        assert row["needs_manual_grade"].split() == waiting, student
+    return rows
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("engine")
+def test_a_week_from_an_lms_download_to_grades_the_lms_imports(tmp_path):
+    from nbgrader.api import Gradebook
+
+    from nbgrader_helpers import cell_by_id, filled_in, make_course, read_notebook
+
+    course_root = make_course(tmp_path)
+    shutil.copytree(REPO / "exercises", course_root / "exercises")
+    with open(course_root / "nbgrader_config.py", "a") as f:
+        f.write(
+            f'\nc.AttentionCourse.timezone = "Asia/Seoul"\n'
+            f'c.AttentionCourse.due_dates = {{"{A}": "2027-03-15 23:59"}}\n'
+            'c.AttentionCourse.late_policy = {"grace_minutes": 0, "per_day": 0.1, "max_days": 7}\n'
+        )
+    course = Course.load(course_root)
+    source = read_notebook(course_root / "solutions" / A / f"{A}.ipynb")
+    release = read_notebook(course_root / "exercises" / A / f"{A}.ipynb")
+    right = nbformat.writes(filled_in(release, source)).encode()
+    buggy = filled_in(release, source)  # part 1 raises in the student's own line
+    cell_by_id(buggy, "attention_scores_solution").source = (
+        "def attention_scores(query, key, scale=None):\n"
+        "    dims = [query.shape[-1]]\n"
+        "    return query @ key.transpose(-2, -1) / dims[3] ** 0.5\n"
+    )
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w") as z:
+        z.writestr(f"my work/{A}.ipynb", nbformat.writes(buggy))
+    on_time, late = (2027, 3, 15, 20, 0, 0), (2027, 3, 17, 9, 0, 0)  # Seoul: 1 d 9 h late
+    download = _zip(
+        tmp_path / "canvas.zip",
+        {
+            f"doejane_101_9001_Copy of {A}.ipynb": (right, on_time),
+            f"kimminji_LATE_102_9002_{A}-1.ipynb": (right, late),
+            f"leejun_103_9003_{A}.ipynb": (right[:4000], on_time),
+            "parkseo_104_9004_my work.zip": (zipped.getvalue(), on_time),
+            "choiara_105_9005_notes.txt": (b"I ran out of time", on_time),
+        },
+    )
+    roster = tmp_path / "roster.csv"
+    roster.write_text(
+        "student_id,name,email,canvas_id\n"
+        "jdoe,Jane Doe,jane@example.org,101\nmkim,Min-ji Kim,,102\njlee,Jun Lee,,103\n"
+        "spark,Seo Park,,104\nachoi,Ara Choi,,105\nabsent,Never There,,106\n"
+    )
+    handed_in = {"download": _sha(download), "roster": _sha(roster)}
+
+    # Monday: collect and grade.
+    out = _run(
+        course_root, "autograder.instructor", "collect", A, str(download), "--roster", str(roster)
+    ).stdout
+    assert "5 collected" not in out and "4 collected" in out, out
+    _run(
+        course_root,
+        "autograder.engine.grade",
+        A,
+        "--no-progress",
+        "--workers",
+        "2",
+        "--timeout",
+        "60",
+    )
+    rows = _agree(course)
+    assert set(rows) == {"jdoe", "mkim", "jlee", "spark", "achoi", "absent"}
+    full = float(rows["jdoe"]["max_score"]) - 2  # the written answer waits for a hand
+    assert (rows["jdoe"]["status"], float(rows["jdoe"]["score"])) == ("graded", full)
+    assert f"'Copy of {A}.ipynb' as {A}.ipynb" in rows["jdoe"]["reason"]
+    assert rows["jdoe"]["late_by"] == "" and rows["jdoe"]["due"].startswith("2027-03-15T23:59")
+    assert rows["mkim"]["late_by"].startswith("late by 1 d 9 h")
+    assert float(rows["mkim"]["late_penalty"]) == pytest.approx(
+        0.2 * float(rows["mkim"]["max_score"])
+    )
+    assert rows["jlee"]["status"] == "error" and "not valid JSON (line " in rows["jlee"]["reason"]
+    assert rows["spark"]["status"] == "graded"
+    assert rows["spark"]["attention_scores_tests"] == "0"  # that part only
+    assert float(rows["spark"]["score"]) == full - float(rows["jdoe"]["attention_scores_tests"])
+    where = "in your code at cell "
+    spark = (course.feedback / "spark" / A / f"{A}.html").read_text()
+    assert where in spark and "line 3: return query @ key.transpose(-2, -1) / dims[3]" in spark
+    assert rows["achoi"]["status"] == "no notebook"
+    assert "notes.txt (not a notebook)" in rows["achoi"]["reason"]
+    assert (
+        rows["absent"]["status"] == "no notebook"
+        and "no notebook was handed in" in rows["absent"]["reason"]
+    )
+    feedback = (course.feedback / "mkim" / A / f"{A}.html").read_text()
+    assert "graded by hand later (2 points)" in feedback and "Score: 0.0 / 2.0" not in feedback
+    assert "cdnjs" not in feedback and "window.MathJax" in feedback
+
+    # Tuesday: the written answers are graded by hand; grading again keeps them.
+    with Gradebook(f"sqlite:///{course.db_path}") as gb:
+        for student, points in (("jdoe", 2.0), ("spark", 1.0)):
+            grade = gb.find_grade("scaling_gradients_answer", A, A, student)
+            grade.manual_score, grade.needs_manual_grade = points, False
+        gb.db.commit()
+    _run(course_root, "autograder.instructor", "feedback", A)
+    page = (course.feedback / "jdoe" / A / f"{A}.html").read_text()
+    assert "graded by hand later" not in page and "window.MathJax" in page
+    _run(
+        course_root,
+        "autograder.engine.grade",
+        A,
+        "--no-progress",
+        "--workers",
+        "2",
+        "--timeout",
+        "60",
+    )
+    rows = _agree(course)
+    assert float(rows["jdoe"]["score"]) == full + 2 and rows["jdoe"]["needs_manual_grade"] == ""
+    assert "graded by hand later" not in (course.feedback / "jdoe" / A / f"{A}.html").read_text()
+
+    # Wednesday: Seo Park hands in again, a file that cannot be read; the old grade stops standing.
+    again = _zip(tmp_path / "again.zip", {f"parkseo_104_9104_{A}.ipynb": (b"{not json", late)})
+    out = _run(course_root, "autograder.instructor", "collect", A, str(again)).stdout
+    assert "replaced" in out
+    assert list((course.grading / "superseded" / "spark" / A).iterdir())  # the first one is kept
+    _run(
+        course_root,
+        "autograder.engine.grade",
+        A,
+        "--no-progress",
+        "--workers",
+        "1",
+        "--student",
+        "spark",
+    )
+    rows = _agree(course)
+    assert rows["spark"]["status"] == "error" and float(rows["spark"]["score"]) == 0
+    assert "no longer stands" in rows["spark"]["reason"]
+    assert "spark" not in _gradebook(course)
+    assert not (course.feedback / "spark" / A).exists()
+    kept = json.loads(
+        next((course.grading / "superseded" / "spark" / A).glob("*-grade/grades.json")).read_text()
+    )
+    assert kept["grades"]["scaling_gradients_answer"]["manual_score"] == 1.0
+
+    # Thursday: a student leaves, another changes id; a full run reports a folder that vanished.
+    _run(course_root, "autograder.instructor", "drop", "achoi")
+    _run(course_root, "autograder.instructor", "rename", "jdoe", "jane.doe")
+    shutil.move(course.submitted / "mkim", tmp_path / "mkim-elsewhere")
+    _run(
+        course_root,
+        "autograder.engine.grade",
+        A,
+        "--no-progress",
+        "--workers",
+        "2",
+        "--timeout",
+        "60",
+    )
+    rows = _agree(course)
+    assert "achoi" not in rows and "jdoe" not in rows
+    assert float(rows["jane.doe"]["score"]) == full + 2
+    assert rows["mkim"]["status"] == "folder gone" and "drop" in rows["mkim"]["reason"]
+    assert (course.grading / "dropped" / "achoi").is_dir()
+
+    # Friday: grades for Canvas, as its gradebook imports them.
+    out = _run(
+        course_root,
+        "autograder.instructor",
+        "export",
+        A,
+        "--lms",
+        "canvas",
+        "--column",
+        "Chapter 4 (77)",
+    ).stdout
+    assert "mkim" in out  # a part still waits for a hand
+    with open(course.grading / "exports" / f"{A}-canvas.csv", newline="") as f:
+        exported = list(csv.reader(f))
+    assert exported[0] == [
+        "Student",
+        "ID",
+        "SIS User ID",
+        "SIS Login ID",
+        "Section",
+        "Chapter 4 (77)",
+    ]
+    assert exported[1][0] == "Points Possible" and float(exported[1][5]) == float(
+        rows["mkim"]["max_score"]
+    )
+    by_id = {r[1]: r[5] for r in exported[2:]}
+    assert float(by_id["101"]) == float(rows["jane.doe"]["score"])
+    assert by_id["102"] == ""  # waiting for a hand: the LMS keeps what it had
+    assert float(by_id["103"]) == 0 and float(by_id["104"]) == 0 and float(by_id["106"]) == 0
+    assert "105" not in by_id  # dropped
+
+    # Nothing handed in was changed, and the grades never entered the working tree.
+    assert {"download": _sha(download), "roster": _sha(roster)} == handed_in
+    for folder in (course.submitted / "jane.doe", tmp_path / "mkim-elsewhere"):
+        assert (folder / A / f"{A}.ipynb").read_bytes() == right
+    status = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True
+    )
+    assert "grades.csv" not in status.stdout and "canvas.csv" not in status.stdout
