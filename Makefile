@@ -48,7 +48,7 @@ test: install vendor
 	$(BIN)/ruff check autograder attention_data tests bench
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
-autograde: install
+autograde: install vendor
 	$(BIN)/python -m autograder.engine.grade $(ASSIGNMENTS)
 
 bench: install

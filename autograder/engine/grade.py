@@ -125,10 +125,15 @@ class Job:
 @dataclass
 class StudentResult:
     student: str
-    status: str = "graded"  # graded | error | no notebook | not graded in this run
+    status: str = "graded"  # graded | error | no notebook | folder gone
     reason: str = ""
-    score: float = 0.0
+    score: float = 0.0  # what counts: the gradebook's total (hand-given scores too) less penalty
     max_score: float = 0.0
+    raw_score: float = 0.0  # before the late penalty
+    penalty: float = 0.0
+    due: str | None = None
+    late_by: str = ""
+    grader_fault: bool = False  # the grader failed, not the notebook
     cells: dict[str, float] = field(default_factory=dict)  # grade id -> auto score
     needs_manual: list[str] = field(default_factory=list)
     unanswered: list[str] = field(default_factory=list)  # manual cells left as released
@@ -150,6 +155,7 @@ def grade_submission(job: Job) -> StudentResult:
         _grade(job, result)
     except Exception as exc:  # the grader's own failure still gives the student a row
         result.status = "error"
+        result.grader_fault = True
         result.reason = f"the grader failed: {type(exc).__name__}: {exc}"
         logging.getLogger(__name__).error(
             "grading %s failed:\n%s", job.student, traceback.format_exc()
@@ -228,8 +234,21 @@ def _grade(job: Job, result: StudentResult) -> None:
             result.status = "no notebook" if all("missing" in p for p in problems) else "error"
 
 
+def _collect_rows(course: Course, assignment: str) -> dict[str, dict]:
+    """The last `collect`'s rows for `assignment` (instructor.collect), by student."""
+    path = course.reports / f"{assignment}-collect.csv"
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            return {row["student_id"]: row for row in csv.DictReader(f)}
+    except (OSError, KeyError, csv.Error):
+        return {}
+
+
 def _no_folder_reason(course: Course, assignment: str, student: str) -> str:
     """Why a student has no submission of `assignment`, in words an instructor can act on."""
+    collected = _collect_rows(course, assignment).get(student)
+    if collected and collected.get("status") == "no notebook":
+        return f"collect found no notebook: {collected.get('note', '')}"
     folder = course.submitted / student
     stray = sorted(p.name for p in folder.glob("*.ipynb")) if folder.is_dir() else []
     if stray:
@@ -431,7 +450,14 @@ def _merge(course: Course, assignment: str, result: StudentResult) -> None:
         except MissingEntry:
             submission = gb.add_submission(assignment, result.student)
         if result.timestamp:
-            submission.timestamp = dt.datetime.fromisoformat(result.timestamp)
+            when = dt.datetime.fromisoformat(result.timestamp)
+            if when.tzinfo is not None:  # the gradebook keeps naive UTC, as nbgrader does
+                when = when.astimezone(dt.UTC).replace(tzinfo=None)
+            submission.timestamp = when
+        # The penalty is a share of the maximum (instructor.policy); nbgrader adds up the
+        # notebooks' penalties, so it goes on one.
+        for i, nb in enumerate(sorted(submission.notebooks, key=lambda n: n.name)):
+            nb.late_submission_penalty = result.penalty if i == 0 else 0.0
         for nb in submission.notebooks:
             for grade in nb.grades:
                 gid = grade.cell.name
@@ -474,6 +500,81 @@ def _feedback(course: Course, assignment: str, students: list[str]) -> dict[str,
     return failed
 
 
+def refresh_feedback(course: Course, assignment: str) -> dict[str, str]:
+    """The feedback of every graded student again, from the gradebook as it is now (after hand
+    grading), without running a notebook; {student: why it failed} for those it failed."""
+    students = sorted(p.parent.name for p in course.autograded.glob(f"*/{assignment}"))
+    if not students:
+        raise ValueError(f"no graded notebook of {assignment!r}: grade it first")
+    failed = _feedback(course, assignment, students)
+    _polish_feedback(course, assignment, [s for s in students if s not in failed])
+    return failed
+
+
+MATHJAX_CONFIG = """window.MathJax = {
+  tex: {inlineMath: [["$", "$"], ["\\\\(", "\\\\)"]], processEscapes: true},
+  svg: {fontCache: "global"},
+  options: {enableMenu: false}
+};"""
+
+
+def _polish_feedback(course: Course, assignment: str, students: list[str]) -> None:
+    """Make nbgrader's feedback pages tell the truth and stand alone: a written answer not yet
+    graded by hand says so instead of "Score: 0.0", and the math is typeset by the vendored
+    MathJax 3, inlined (the page is one file a student keeps; nbgrader's loads MathJax 2 from a
+    CDN). Without the vendored copy (`make vendor`) the math stays as nbgrader left it."""
+    from bs4 import BeautifulSoup
+    from nbgrader.api import Gradebook, MissingEntry
+
+    scripts = [
+        root / "book" / "_vendor" / "mathjax" / "tex-svg-full.js"
+        for root in (course.root, _package_root().parent)  # the course's, else the grader's
+    ]
+    mathjax = next((p.read_text(encoding="utf-8") for p in scripts if p.is_file()), None)
+    with Gradebook(f"sqlite:///{course.db_path}") as gb:
+        pending = {}
+        for student in students:
+            try:
+                sub = gb.find_submission(assignment, student)
+            except MissingEntry:
+                continue
+            pending[student] = {
+                nb.name: {g.cell.name: g.max_score for g in nb.grades if g.needs_manual_grade}
+                for nb in sub.notebooks
+            }
+    for student, notebooks in pending.items():
+        for name, cells in notebooks.items():
+            page = course.feedback / student / assignment / f"{name}.html"
+            if not page.is_file():
+                continue
+            soup = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
+            for gid, points in cells.items():
+                later = f"graded by hand later ({points:g} points)"
+                for link in soup.select(f'a[href="#{gid}"]'):
+                    for text in link.find_next_siblings(string=True, limit=1):
+                        text.replace_with(f" ({later})")
+                for mark in soup.select(f'a[name="{gid}"]'):
+                    heading = mark.find_next_sibling("div", class_="panel-heading")
+                    score = heading.find("span", class_="pull-right") if heading else None
+                    if score is not None and score.contents:
+                        score.contents[0].replace_with(f"{later[0].upper()}{later[1:]} ")
+            if cells and soup.h4 is not None:
+                waiting = sum(cells.values())
+                soup.h4.append(f" and {waiting:g} points graded by hand later")
+            if mathjax is not None and soup.head is not None:
+                for tag in soup.find_all("script"):
+                    src = (tag.get("src") or "").lower()
+                    if "mathjax" in src or tag.get("type") == "text/x-mathjax-config":
+                        tag.decompose()
+                config = soup.new_tag("script")
+                config.string = MATHJAX_CONFIG
+                code = soup.new_tag("script")
+                code.string = mathjax
+                soup.head.append(config)
+                soup.head.append(code)
+            page.write_text(str(soup), encoding="utf-8")
+
+
 def _digest(folder: Path) -> str:
     h = hashlib.sha256()
     for path in sorted(folder.rglob("*")):
@@ -514,12 +615,20 @@ def grade_assignment(
 ) -> list[StudentResult]:
     """Grade every (or the named) student's submission; write the gradebook, the feedback, the
     CSV and the report. `scheduler` is a Dask scheduler's address (tcp://host:8786) or a
-    ``distributed.Client``; without it, `workers` local processes grade."""
+    ``distributed.Client``; without it, `workers` local processes grade.
+
+    Every student folder and every roster student gets a row; a full run also reports the
+    students the gradebook holds whose folders are gone. The CSV's scores are read back from the
+    gradebook after the run, so that the two agree, hand-given scores and late penalties too."""
     from autograder import chapters
+    from autograder.instructor.policy import Policy
+    from autograder.instructor.roster import Roster
 
     _quiet()
     try:
         chapters.load(assignment)
+        policy = Policy.from_config(load_config(course.root))
+        roster = Roster.load(course.grading / "roster.csv")
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
     if sandboxed:
@@ -529,11 +638,14 @@ def grade_assignment(
     if not (course.source / assignment).is_dir():
         raise SystemExit(f"error: no assignment {assignment!r} in {course.source}")
     found = sorted(p.parent.name for p in course.submitted.glob(f"*/{assignment}") if p.is_dir())
-    if students is None:  # every student folder gets a row, also one without this chapter's
-        students = sorted(p.name for p in course.submitted.glob("*") if p.is_dir())
+    full_run = students is None
+    if full_run:  # every student folder and every roster student gets a row
+        students = sorted({p.name for p in course.submitted.glob("*") if p.is_dir()} | set(roster))
     missing = sorted(set(students) - set(found))
     _ensure_assignment(course, assignment)
+    _set_due_date(course, assignment, policy.due(assignment))
     cells = graded_cells(course, assignment)
+    max_score = sum(c.points for c in cells.values())
     release = {p.name: p.read_text() for p in sorted((course.release / assignment).glob("*.ipynb"))}
     if not release:
         raise SystemExit(
@@ -555,18 +667,34 @@ def grade_assignment(
             status="no notebook",
             reason=_no_folder_reason(course, assignment, s),
             sandboxed=sandboxed,
-            max_score=sum(c.points for c in cells.values()),
+            max_score=max_score,
         )
         for s in missing
     }
     bar = _progress(len(jobs), assignment, progress)
     for result in _run(jobs, workers, scheduler):
-        result.timestamp = _timestamp(course, assignment, result.student)
+        when = _when(_timestamp(course, assignment, result.student))
+        if when is not None and when.tzinfo is None:  # written without a zone: the course's
+            when = when.replace(tzinfo=policy.timezone)
+        result.timestamp = when.isoformat() if when else None
+        note = _collect_note(course, assignment, result.student)
+        if note:
+            result.reason = "; ".join(x for x in (note, result.reason) if x)
         if result.autograded:
+            late = policy.lateness(assignment, when, result.max_score)
+            result.penalty = late.penalty
+            result.late_by = late.describe()
             _merge(course, assignment, result)
         results[result.student] = result
         bar.update(1)
     bar.close()
+
+    for student in missing:  # a student whose notebook is gone or unreadable now: see _supersede
+        if (course.submitted / student).is_dir():
+            _supersede(course, assignment, results[student])
+    for result in results.values():
+        if not result.autograded and result.student in todo:
+            _supersede(course, assignment, result)
 
     merged = [r.student for r in results.values() if r.autograded]
     if merged:
@@ -574,13 +702,145 @@ def grade_assignment(
             results[
                 student
             ].reason += f"{'; ' if results[student].reason else ''}no feedback: {why}"
+        _polish_feedback(course, assignment, merged)
     for student, digest in digests.items():
         if _digest(course.submitted / student / assignment) != digest:
             results[student].integrity.append("the original submission changed during grading")
 
+    for student in _gone(course, assignment):
+        if full_run or student in results:
+            results[student] = StudentResult(
+                student=student,
+                status="folder gone",
+                reason=f"submitted/{student}/ is gone but the gradebook still holds a grade: "
+                f"drop the student (python -m autograder.instructor drop {student}) or put "
+                "the folder back",
+                sandboxed=sandboxed,
+                max_score=max_score,
+            )
     ordered = [results[s] for s in sorted(results)]
-    write_reports(course, assignment, [*_earlier_rows(course, assignment, results), *ordered])
+    rows = [*_earlier_rows(course, assignment, results), *ordered]
+    _read_back(course, assignment, rows, policy)
+    write_reports(course, assignment, rows)
     return ordered
+
+
+def _when(timestamp: str | None):
+    return dt.datetime.fromisoformat(timestamp) if timestamp else None
+
+
+def _collect_note(course: Course, assignment: str, student: str) -> str:
+    """What `collect` wrote about a renamed notebook, for the row."""
+    path = course.submitted / student / assignment / "collect.json"
+    try:
+        handed = json.loads(path.read_text()).get("handed_in", {})
+    except (OSError, ValueError, AttributeError):
+        return ""
+    renamed = [f"{old!r} as {new}" for new, old in handed.items() if old != new]
+    return f"handed in {', '.join(renamed)}; graded as the released notebook" if renamed else ""
+
+
+def _set_due_date(course: Course, assignment: str, due) -> None:
+    """The due date into the gradebook, where formgrader and `nbgrader export` show it."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course.db_path}") as gb:
+        a = gb.find_assignment(assignment)
+        value = due.astimezone(dt.UTC).replace(tzinfo=None) if due else None
+        if a.duedate != value:
+            a.duedate = value
+            gb.db.commit()
+
+
+def _supersede(course: Course, assignment: str, result: StudentResult) -> None:
+    """A re-grade that found nothing to grade: the earlier grade stops standing. Its gradebook
+    entry is removed (kept as JSON), its autograded notebook and feedback are moved, all to
+    <grading>/superseded/<student>/<assignment>/. When the grader itself failed, the earlier
+    grade stays and the row says it is not this notebook's."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    with Gradebook(f"sqlite:///{course.db_path}") as gb:
+        try:
+            sub = gb.find_submission(assignment, result.student)
+        except MissingEntry:
+            return
+        old = {
+            "score": sub.score,
+            "max_score": sub.max_score,
+            "late_submission_penalty": sub.late_submission_penalty,
+            "timestamp": str(sub.timestamp or ""),
+            "grades": {
+                g.cell.name: {"auto_score": g.auto_score, "manual_score": g.manual_score}
+                for nb in sub.notebooks
+                for g in nb.grades
+            },
+        }
+        if result.grader_fault:
+            result.reason += (
+                f"; the gradebook still holds the earlier grade ({old['score']:g} / "
+                f"{old['max_score']:g}), which is not this notebook's: grade again"
+            )
+            return
+        gb.remove_submission(assignment, result.student)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = course.grading / "superseded" / result.student / assignment / f"{stamp}-grade"
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "grades.json").write_text(json.dumps(old, indent=1))
+    for name, folder in (
+        ("autograded", course.autograded / result.student / assignment),
+        ("feedback", course.feedback / result.student / assignment),
+    ):
+        if folder.exists():
+            shutil.move(str(folder), str(target / name))
+    where = target.relative_to(course.grading)
+    result.reason += (
+        f"{'; ' if result.reason else ''}the earlier grade ({old['score']:g} / "
+        f"{old['max_score']:g}) no longer stands; it is kept in {where}/"
+    )
+
+
+def _gone(course: Course, assignment: str) -> list[str]:
+    """Students with a submission in the gradebook and no folder in submitted/."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    with Gradebook(f"sqlite:///{course.db_path}") as gb:
+        try:
+            subs = gb.find_assignment(assignment).submissions
+        except MissingEntry:
+            return []
+        ids = [s.student.id for s in subs]
+    return sorted(i for i in ids if not (course.submitted / i).is_dir())
+
+
+def _read_back(course: Course, assignment: str, rows: list[StudentResult], policy) -> None:
+    """Fill the rows' scores from the gradebook: its total (a hand-given score counts), the
+    cells still waiting for a hand, the late penalty; so the CSV says what the gradebook says."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    due = policy.due(assignment)
+    with Gradebook(f"sqlite:///{course.db_path}") as gb:
+        for r in rows:
+            r.due = due.isoformat() if due else None
+            try:
+                sub = gb.find_submission(assignment, r.student)
+            except MissingEntry:
+                r.cells, r.raw_score, r.penalty, r.score = {}, 0.0, 0.0, 0.0
+                r.needs_manual = []
+                continue
+            cells, manual = {}, []
+            for nb in sub.notebooks:
+                for g in nb.grades:
+                    if g.needs_manual_grade:
+                        manual.append(g.cell.name)
+                    elif g.score is not None:
+                        cells[g.cell.name] = float(g.score)
+            r.cells = cells
+            r.needs_manual = sorted(manual)
+            r.unanswered = [c for c in r.unanswered if c not in cells]
+            r.raw_score = float(sub.score or 0.0)
+            r.penalty = float(sub.late_submission_penalty or 0.0)
+            r.score = max(0.0, r.raw_score - r.penalty)
+            r.max_score = float(sub.max_score or r.max_score)
 
 
 def _package_root() -> Path:
@@ -621,7 +881,10 @@ def _collect(get, key, jobs) -> StudentResult:
     except Exception as exc:  # the worker itself died
         student = key if any(j.student == key for j in jobs) else str(key)
         return StudentResult(
-            student=student, status="error", reason=f"the grading worker died: {exc!r}"
+            student=student,
+            status="error",
+            reason=f"the grading worker died: {exc!r}",
+            grader_fault=True,
         )
 
 
@@ -659,6 +922,11 @@ CSV_FIELDS = [
     "status",
     "score",
     "max_score",
+    "raw_score",
+    "late_penalty",
+    "submitted_at",
+    "due",
+    "late_by",
     "needs_manual_grade",
     "sandboxed",
     "flags",
@@ -686,6 +954,11 @@ def write_reports(course: Course, assignment: str, results: list[StudentResult])
                     r.status,
                     f"{r.score:g}",
                     f"{r.max_score:g}",
+                    f"{r.raw_score:g}",
+                    f"{r.penalty:g}",
+                    r.timestamp or "",
+                    r.due or "",
+                    r.late_by,
                     " ".join(r.needs_manual),
                     "yes" if r.sandboxed else "NO (--no-sandbox)",
                     " | ".join(r.findings),

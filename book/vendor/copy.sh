@@ -37,6 +37,9 @@ cp -R "$mj/output/chtml/fonts/woff-v2" "$dest/mathjax/output/chtml/fonts/"
 cp -R "$mj/input/tex/extensions" "$dest/mathjax/input/tex/"
 cp -R "$mj/input/mml/extensions" "$dest/mathjax/input/mml/"
 cp -R "$mj/a11y" "$mj/ui" "$mj/sre" "$dest/mathjax/"
+# The grader's feedback pages are single files a student keeps offline: it inlines MathJax's
+# all-in-one SVG build (no fonts or components to fetch) into each page (autograder/engine/grade.py).
+cp "$mj/tex-svg-full.js" "$dest/mathjax/"
 
 mkdir -p "$dest/requirejs"
 cp "$nm/requirejs/require.js" "$dest/requirejs/"
