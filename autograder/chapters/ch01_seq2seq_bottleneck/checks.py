@@ -163,7 +163,7 @@ def _source_batch(lengths, S, seed, vocab=V_SRC, pad_id=PAD):
 @check()
 def check_encoder(cls: Subject) -> None:
     """Encoder(vocab_size, embed_dim, hidden_dim, pad_id=0).forward(src, lengths) ->
-    (outputs (B, S, E), context (B, E)).
+    (outputs (B, S, Eh), context (B, Eh)).
 
     With the reference's weights copied in: the context is the hidden state after each
     sentence's last real word, whatever the order of the lengths and however many <pad> follow;
@@ -186,7 +186,7 @@ def check_encoder(cls: Subject) -> None:
                 outputs, context = _pair(calling(where, module, src, lengths_t), where)
                 with torch.no_grad():
                     expected_out, expected_ctx = reference(src, lengths_t)
-                    after_pads = reference.rnn(reference.embedding(src))[1][0]  # (B, E)
+                    after_pads = reference.rnn(reference.embedding(src))[1][0]  # (B, Eh)
                 _check_context(context, expected_ctx, after_pads, lengths, S, where)
                 _check_outputs(outputs, expected_out, lengths_t, S, where)
 
@@ -205,7 +205,7 @@ def _check_context(context, expected, after_pads, lengths, S, where) -> None:
         context,
         expected,
         what,
-        hint="It must be the GRU's hidden state after each sentence's last real word, (B, E); "
+        hint="It must be the GRU's hidden state after each sentence's last real word, (B, Eh); "
         "a sentence's context must not depend on the other sentences of the batch or their order.",
     )
 
@@ -236,14 +236,14 @@ def _decoder_inputs(B, L, seed, dtype, device, with_pad=False):
     tokens = torch.randint(1, V_TGT, (B, L), generator=g)  # (B, L)
     if with_pad and L > 2:
         tokens[0, -2:] = PAD  # a shorter target, padded as in a teacher-forcing batch
-    hidden = torch.tanh(torch.randn(B, E, generator=g, dtype=torch.float64))  # (B, E)
+    hidden = torch.tanh(torch.randn(B, E, generator=g, dtype=torch.float64))  # (B, Eh)
     return tokens.to(device), hidden.to(device=device, dtype=dtype)
 
 
 @check()
 def check_decoder(cls: Subject) -> None:
-    """Decoder(vocab_size, embed_dim, hidden_dim, pad_id=0).forward(tokens (B, L), hidden (B, E))
-    -> (logits (B, L, V), hidden (B, E)).
+    """Decoder(vocab_size, embed_dim, hidden_dim, pad_id=0).forward(tokens (B, L), hidden (B, Eh))
+    -> (logits (B, L, V), hidden (B, Eh)).
 
     With the reference's weights copied in: raw scores (no softmax), starting from the given
     hidden state, returning the state after the last step; L = 1 is one step, and L steps one at
@@ -259,7 +259,7 @@ def check_decoder(cls: Subject) -> None:
             for seed, (B, L, with_pad) in enumerate([(4, 1, False), (3, 6, True), (1, 3, False)]):
                 tokens, hidden = _decoder_inputs(B, L, seed, dtype, device, with_pad)
                 where = (
-                    f"Decoder on tokens (B={B}, L={L}) and hidden (B={B}, E={E}) "
+                    f"Decoder on tokens (B={B}, L={L}) and hidden (B={B}, Eh={E}) "
                     f"({_dtype_name(dtype)}, {device.type})"
                 )
                 logits, new_hidden = _pair(calling(where, module, tokens, hidden), where)
@@ -271,13 +271,13 @@ def check_decoder(cls: Subject) -> None:
                     new_hidden,
                     expected_hidden,
                     f"{where}: the hidden state returned",
-                    hint="It is the GRU's state after the last of the L steps, (B, E).",
+                    hint="It is the GRU's state after the last of the L steps, (B, Eh).",
                 )
             _check_steps_equal_one_call(module, reference, device, dtype)
 
 
 _LOGITS_HINT = (
-    "Embed the tokens, run the GRU from the given hidden state (as h_0, shape (1, B, E)), and "
+    "Embed the tokens, run the GRU from the given hidden state (as h_0, shape (1, B, Eh)), and "
     "map every output to V raw scores with the linear layer."
 )
 
@@ -287,7 +287,7 @@ def _decoder_hints(logits, new_hidden, tokens, hidden, reference, where) -> None
     with torch.no_grad():
         expected_logits, expected_hidden = reference(tokens, hidden)
         from_zeros = reference(tokens, torch.zeros_like(hidden))[0]
-        outputs = reference.rnn(reference.embedding(tokens), hidden.unsqueeze(0))[0]  # (B, L, E)
+        outputs = reference.rnn(reference.embedding(tokens), hidden.unsqueeze(0))[0]  # (B, L, Eh)
     if _close(logits, expected_logits.softmax(dim=-1)):
         raise CheckFailed(
             f"{where}: the logits are probabilities (a softmax was applied); return the raw "

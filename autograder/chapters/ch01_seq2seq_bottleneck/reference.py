@@ -6,15 +6,16 @@ nothing else links the two. The decoder is trained with teacher forcing (it read
 word) and used with greedy decoding (it reads its own previous prediction) until it writes
 ``<eos>`` or runs out of steps.
 
-Shapes: B batch, S source length, L target length (the decoder's steps), E the GRU's hidden width
-(the size of the context vector), E_emb the embedding width, V a vocabulary's size. Token ids 0, 1
+Shapes: B batch, S source length, L target length (the decoder's steps), E the embedding width,
+Eh the GRU's hidden width (the size of the context vector), V a vocabulary's size. Token ids 0, 1
 and 2 are ``<pad>``, ``<sos>`` and ``<eos>``, as in ``attention_data.translation``.
 
-- :class:`Encoder`: ``forward(src (B, S), lengths (B,)) -> (outputs (B, S, E), context (B, E))``,
+- :class:`Encoder`: ``forward(src (B, S), lengths (B,)) -> (outputs (B, S, Eh), context (B, Eh))``,
   with the padding skipped by ``pack_padded_sequence``: the context is the state after each
   sentence's own last word, not after the pads that follow it;
-- :class:`Decoder`: ``forward(tokens (B, L), hidden (B, E)) -> (logits (B, L, V), hidden (B, E))``;
-  with L = 1 it is one step of decoding, with the shifted target it is teacher forcing;
+- :class:`Decoder`: ``forward(tokens (B, L), hidden (B, Eh))`` ->
+  ``(logits (B, L, V), hidden (B, Eh))``; with L = 1 it is one step of decoding, with the
+  shifted target it is teacher forcing;
 - :class:`Seq2Seq`: the two joined by the context vector; ``forward(src, lengths, tgt_in,
   teacher_forcing=True) -> logits (B, L, V)`` and
   ``greedy_decode(src, lengths, max_len) -> (B, L')``;
@@ -58,12 +59,12 @@ class Encoder(nn.Module):
 
     Args:
         vocab_size: V of the source vocabulary.
-        embed_dim: E_emb.
-        hidden_dim: E, the size of the context vector.
+        embed_dim: E.
+        hidden_dim: Eh, the size of the context vector.
         pad_id: the padding id; its embedding is 0 and gets no gradient.
 
     forward(src (B, S) int64, lengths (B,) int64 on any device, in any order)
-        -> outputs (B, S, E), zero at padded positions; context (B, E).
+        -> outputs (B, S, Eh), zero at padded positions; context (B, Eh).
 
     Example: a batch [[5, 6, 7], [8, 9, 0]] with lengths [3, 2]: the second context is the state
     after token 9, the same as for the batch [[8, 9]] alone.
@@ -81,16 +82,16 @@ class Encoder(nn.Module):
             raise ValueError(f"lengths must have shape (B,) = ({src.size(0)},)")
         if int(lengths.min()) < 1 or int(lengths.max()) > src.size(1):
             raise ValueError(f"every length must be between 1 and S = {src.size(1)}")
-        embedded = self.embedding(src)  # (B, S, E_emb)
+        embedded = self.embedding(src)  # (B, S, E)
         # pack_padded_sequence wants the lengths on the CPU; enforce_sorted=False sorts for us.
         packed = pack_padded_sequence(
             embedded, lengths.cpu(), batch_first=True, enforce_sorted=False
         )
-        packed_outputs, h_n = self.rnn(packed)  # h_n (1, B, E): each row after its last real word
+        packed_outputs, h_n = self.rnn(packed)  # h_n (1, B, Eh): each row after its last real word
         outputs, _ = pad_packed_sequence(
             packed_outputs, batch_first=True, total_length=src.size(1)
-        )  # (B, S, E)
-        return outputs, h_n[0]  # (B, S, E), (B, E)
+        )  # (B, S, Eh)
+        return outputs, h_n[0]  # (B, S, Eh), (B, Eh)
 
 
 class Decoder(nn.Module):
@@ -98,11 +99,11 @@ class Decoder(nn.Module):
 
     Args:
         vocab_size: V of the target vocabulary.
-        embed_dim: E_emb.
-        hidden_dim: E, the size of the hidden state (the encoder's context starts it).
+        embed_dim: E.
+        hidden_dim: Eh, the size of the hidden state (the encoder's context starts it).
         pad_id: the padding id; its embedding is 0 and gets no gradient.
 
-    forward(tokens (B, L) int64, hidden (B, E)) -> logits (B, L, V), hidden (B, E).
+    forward(tokens (B, L) int64, hidden (B, Eh)) -> logits (B, L, V), hidden (B, Eh).
     Row l of the logits scores the word that follows tokens[:, l]; the hidden state returned is
     the one after the last step, ready for the next call. Running L steps one at a time, each call
     passing on the hidden state, gives the same logits as one call with all L tokens.
@@ -118,11 +119,12 @@ class Decoder(nn.Module):
         _check_tokens("tokens", tokens)
         if hidden.dim() != 2 or hidden.size(0) != tokens.size(0):
             raise ValueError(
-                f"hidden must have shape (B, E) with B = {tokens.size(0)}; "
+                f"hidden must have shape (B, Eh) with B = {tokens.size(0)}; "
                 f"got {tuple(hidden.shape)}"
             )
-        outputs, h_n = self.rnn(self.embedding(tokens), hidden.unsqueeze(0))  # (B, L, E), (1, B, E)
-        return self.out(outputs), h_n[0]  # (B, L, V), (B, E)
+        h_0 = hidden.unsqueeze(0)  # (1, B, Eh)
+        outputs, h_n = self.rnn(self.embedding(tokens), h_0)  # (B, L, Eh), (1, B, Eh)
+        return self.out(outputs), h_n[0]  # (B, L, V), (B, Eh)
 
 
 class Seq2Seq(nn.Module):
@@ -155,12 +157,12 @@ class Seq2Seq(nn.Module):
 
     def forward(self, src, lengths, tgt_in, teacher_forcing: bool = True):
         _check_tokens("tgt_in", tgt_in)
-        _, context = self.encoder(src, lengths)  # (B, E)
+        _, context = self.encoder(src, lengths)  # (B, Eh)
         if teacher_forcing:
             return self.decoder(tgt_in, context)[0]  # (B, L, V)
-        tokens, hidden, steps = tgt_in[:, :1], context, []  # (B, 1), (B, E)
+        tokens, hidden, steps = tgt_in[:, :1], context, []  # (B, 1), (B, Eh)
         for _ in range(tgt_in.size(1)):
-            logits, hidden = self.decoder(tokens, hidden)  # (B, 1, V), (B, E)
+            logits, hidden = self.decoder(tokens, hidden)  # (B, 1, V), (B, Eh)
             steps.append(logits)
             tokens = logits.argmax(dim=-1)  # (B, 1): the decoder's own prediction comes next
         return torch.cat(steps, dim=1)  # (B, L, V)
@@ -169,13 +171,13 @@ class Seq2Seq(nn.Module):
     def greedy_decode(self, src, lengths, max_len: int):
         if not isinstance(max_len, int) or max_len < 1:
             raise ValueError(f"max_len must be a positive int, got {max_len!r}")
-        _, hidden = self.encoder(src, lengths)  # (B, E)
+        _, hidden = self.encoder(src, lengths)  # (B, Eh)
         B = src.size(0)
         tokens = torch.full((B, 1), self.sos_id, dtype=torch.long, device=src.device)  # (B, 1)
         finished = torch.zeros(B, dtype=torch.bool, device=src.device)  # (B,)
         out = []
         for _ in range(max_len):
-            logits, hidden = self.decoder(tokens, hidden)  # (B, 1, V), (B, E)
+            logits, hidden = self.decoder(tokens, hidden)  # (B, 1, V), (B, Eh)
             tokens = logits.argmax(dim=-1)  # (B, 1)
             # A row that has finished writes <pad>; its own <eos> was the last word it wrote.
             out.append(tokens.masked_fill(finished[:, None], self.pad_id))  # (B, 1)

@@ -24,7 +24,7 @@ class EncoderReadsThePadding(ref.Encoder):
     """No packing: the GRU reads the <pad> tokens, and the context is its state after them."""
 
     def forward(self, src, lengths):
-        outputs, h_n = self.rnn(self.embedding(src))  # (B, S, E), (1, B, E)
+        outputs, h_n = self.rnn(self.embedding(src))  # (B, S, Eh), (1, B, Eh)
         padded = (
             torch.arange(src.size(1), device=src.device)[None, :] >= lengths.to(src.device)[:, None]
         )  # (B, S)
@@ -36,16 +36,16 @@ class EncoderLastColumn(ref.Encoder):
     sentence shorter than S)."""
 
     def forward(self, src, lengths):
-        outputs, _ = super().forward(src, lengths)  # (B, S, E)
-        return outputs, outputs[:, -1]  # (B, E)
+        outputs, _ = super().forward(src, lengths)  # (B, S, Eh)
+        return outputs, outputs[:, -1]  # (B, Eh)
 
 
 class EncoderMeanOfOutputs(ref.Encoder):
     """The average of the outputs (pads included) instead of the final state."""
 
     def forward(self, src, lengths):
-        outputs, _ = super().forward(src, lengths)  # (B, S, E)
-        return outputs, outputs.mean(dim=1)  # (B, E)
+        outputs, _ = super().forward(src, lengths)  # (B, S, Eh)
+        return outputs, outputs.mean(dim=1)  # (B, Eh)
 
 
 class EncoderSortedLengthsOnly(ref.Encoder):
@@ -67,7 +67,7 @@ class EncoderNoTotalLength(ref.Encoder):
             self.embedding(src), lengths.cpu(), batch_first=True, enforce_sorted=False
         )
         out, h_n = self.rnn(packed)
-        outputs, _ = pad_packed_sequence(out, batch_first=True)  # (B, max length, E)
+        outputs, _ = pad_packed_sequence(out, batch_first=True)  # (B, max length, Eh)
         return outputs, h_n[0]
 
 
@@ -86,7 +86,7 @@ class DecoderIgnoresHidden(ref.Decoder):
     """Runs the GRU from zeros: the context never reaches the decoder."""
 
     def forward(self, tokens, hidden):
-        outputs, h_n = self.rnn(self.embedding(tokens))  # (B, L, E), (1, B, E)
+        outputs, h_n = self.rnn(self.embedding(tokens))  # (B, L, Eh), (1, B, Eh)
         return self.out(outputs), h_n[0]
 
 
@@ -110,7 +110,7 @@ class DecoderFirstStepHidden(ref.Decoder):
     """Returns the state after the first step instead of the last."""
 
     def forward(self, tokens, hidden):
-        outputs, _ = self.rnn(self.embedding(tokens), hidden.unsqueeze(0))  # (B, L, E)
+        outputs, _ = self.rnn(self.embedding(tokens), hidden.unsqueeze(0))  # (B, L, Eh)
         return self.out(outputs), outputs[:, 0]
 
 
