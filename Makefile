@@ -4,6 +4,8 @@
 #   make exercises   regenerate exercises/ (nbgrader's student release) from solutions/
 #   make autograde   grade every submission in grading/submitted/
 #   make bench       benchmarks
+#   make publish     the public release (book + exercises, no answers) into _build/public
+#   make serve       read the built book on http://localhost:8000
 #   make clean       remove build outputs (never submissions or the gradebook)
 
 SHELL := /bin/bash
@@ -15,7 +17,7 @@ STAMP := $(VENV)/.installed
 ASSIGNMENTS := $(notdir $(wildcard solutions/ch*))
 VENDOR := book/_vendor
 
-.PHONY: install book test exercises autograde bench clean lint vendor lock
+.PHONY: install book test exercises autograde bench clean lint vendor lock publish deploy serve
 
 install: $(STAMP)
 
@@ -39,6 +41,18 @@ $(VENDOR)/.vendored: book/vendor/package.json book/vendor/package-lock.json book
 book: install vendor
 	$(BIN)/jupyter-book build . --all --warningiserror --keep-going --builder html
 	@echo "The book is at file://$(CURDIR)/_build/html/index.html"
+
+# Everything students may see, and nothing else (tools/publish.py refuses to finish otherwise).
+publish: book
+	$(PY) tools/publish.py _build/public
+
+# Push _build/public to the public repository named in _config.yml (needs DEPLOY_KEY).
+deploy:
+	bash tools/deploy.sh
+
+serve:
+	@test -f _build/html/index.html || { echo "no built book: run make book first" >&2; exit 2; }
+	$(PYTHON) -m http.server --bind 127.0.0.1 --directory _build/html 8000
 
 exercises: install
 

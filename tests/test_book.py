@@ -750,3 +750,81 @@ def test_private_folders_are_not_published(book):
     )
     assert not leaked, f"private folders are published: {leaked[:20]}"
     assert not (book.html / "solutions").exists() and not (book.html / "autograder").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# (f) the public release (make publish) holds what students may see, and nothing else
+# ---------------------------------------------------------------------------------------------
+
+
+def _publish_module(repo_root: Path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("publish", repo_root / "tools" / "publish.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_public_release_holds_the_book_and_exercises_and_no_answer(
+    book, repo_root, exercise_pages, tmp_path
+):
+    publish = _publish_module(repo_root)
+    dest = publish.publish(book.html, tmp_path / "public")
+    assert publish.leaks(dest) == []
+    assert (dest / "site" / "index.html").is_file() and (dest / "site" / ".nojekyll").is_file()
+    for page in exercise_pages:  # the launch buttons' paths exist in the release
+        assert (dest / f"{page}.ipynb").is_file(), page
+    assert (dest / "attention_data" / "translation.py").is_file()
+    pins = (repo_root / "requirements.txt").read_text()
+    for line in (dest / "requirements.txt").read_text().splitlines():
+        assert line.startswith("#") or line in pins, line
+    # No solution or hidden test outside site/ (the book's own test covers site/), and no three
+    # lines in a row of a chapter's reference or checks anywhere.
+    solutions, hidden = _secrets(repo_root)
+    secret = [_normalise(x) for block in solutions + hidden for x in block.split("\n")]
+    windows, leaked = {}, []
+    for path in sorted(dest.rglob("*")):
+        if not path.is_file() or path.suffix not in {".ipynb", ".py", ".md", ".txt", ".html"}:
+            continue
+        name = str(path.relative_to(dest))
+        if path.suffix == ".html":
+            text = _soup(path).get_text()
+        elif path.suffix == ".ipynb":
+            cells = nbformat.read(path, as_version=4).cells
+            text = "\n".join([c.source for c in cells] + [_output_text(c) for c in cells])
+        else:
+            text = path.read_text(errors="replace")
+        if not name.startswith("site/"):
+            flat = _normalise(text)
+            leaked += [f"{x!r} in {name}" for x in secret if len(x) > 30 and x in flat]
+        for window in _windows(text):
+            windows.setdefault(window, name)
+    for module in sorted((repo_root / "autograder" / "chapters").glob("*/*.py")):
+        for window in _windows(_code_only(module.read_text())):
+            if window in windows:
+                leaked.append(
+                    f"{module.parent.name}/{module.name}: {window[:70]!r} in {windows[window]}"
+                )
+    assert not leaked, "the public release holds answers:\n" + "\n".join(sorted(set(leaked))[:20])
+
+
+def _code_only(source: str) -> str:
+    """A module's source without its docstrings and comment lines: instructions may repeat a
+    reference's docstring (it states the behaviour asked for); its code is the answer."""
+    import ast
+
+    lines = source.splitlines()
+    for node in ast.walk(ast.parse(source)):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
+            if isinstance(getattr(body[0], "value", None), ast.Constant):
+                for i in range(body[0].lineno - 1, body[0].end_lineno):
+                    lines[i] = ""
+    return "\n".join(x for x in lines if not x.strip().startswith("#"))
+
+
+def _windows(text: str) -> set[str]:
+    """Every three consecutive lines longer than 12 characters, whitespace-normalised."""
+    lines = [_normalise(x) for x in text.splitlines() if len(x.strip()) > 12]
+    return {" | ".join(lines[i : i + 3]) for i in range(len(lines) - 2)}
