@@ -828,3 +828,167 @@ def _windows(text: str) -> set[str]:
     """Every three consecutive lines longer than 12 characters, whitespace-normalised."""
     lines = [_normalise(x) for x in text.splitlines() if len(x.strip()) > 12]
     return {" | ".join(lines[i : i + 3]) for i in range(len(lines) - 2)}
+
+
+# ---------------------------------------------------------------------------------------------
+# (g) in a real browser: headless Chromium, the network blocked but for the book's own server
+# ---------------------------------------------------------------------------------------------
+
+# Written for CI to keep as an artifact: the first screen of every page.
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "_build" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def browser(book):
+    """A headless Chromium (Debian's chromium + chromium-driver, driven by Selenium) that can
+    reach nothing but a local server of the built book; yields (driver, base URL)."""
+    import http.server
+    import threading
+
+    # Debian's packages (.ci/run installs them), or the Chrome that GitHub's runners carry
+    chromium = next(
+        filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None
+    )
+    driver_path = shutil.which("chromedriver") or shutil.which(
+        "chromedriver", path=os.environ.get("CHROMEWEBDRIVER", "")
+    )
+    if not chromium or not driver_path:
+        pytest.skip(
+            "\n\n    SKIPPED LOUDLY: the browser tests need Debian's `chromium` and\n"
+            "    `chromium-driver` (apt-get install chromium chromium-driver; .ci/run does it).\n"
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), lambda *a, **k: Quiet(*a, directory=str(book.html), **k)
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",  # CI runs as root
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,900",
+        # every host but the book's server resolves to nothing: a CDN would show up as an error
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+    ):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(driver_path))
+    driver.set_page_load_timeout(60)
+    driver.set_script_timeout(60)
+    try:
+        yield driver, f"http://127.0.0.1:{server.server_port}/"
+    finally:
+        driver.quit()
+        server.shutdown()
+
+
+PAGE_STATE = """
+const done = arguments[arguments.length - 1];
+const ready = window.MathJax && MathJax.startup && MathJax.startup.promise
+    ? MathJax.startup.promise : Promise.resolve();
+ready.then(() => new Promise(r => setTimeout(r, 300))).then(() => {
+  const body = document.body.cloneNode(true);
+  body.querySelectorAll("pre, code, script, style, mjx-container, .MathJax, textarea")
+      .forEach(e => e.remove());
+  const text = body.textContent;
+  done({
+    raw_math: ["\\\\(", "\\\\[", "$$"].filter(s => text.includes(s)),
+    typeset: document.querySelectorAll("mjx-container").length,
+    broken_images: Array.from(document.images)
+        .filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src),
+    widget_state: document.querySelectorAll(
+        'script[type="application/vnd.jupyter.widget-state+json"]').length,
+    widget_views: document.querySelectorAll(
+        'script[type="application/vnd.jupyter.widget-view+json"]').length,
+    launch: document.querySelectorAll('a[href*="colab.research.google.com"]').length,
+    download: document.querySelectorAll('a[href$=".ipynb"], .dropdown-download-buttons').length,
+  });
+});
+"""
+
+WIDGETS_DRAWN = """
+const done = arguments[arguments.length - 1];
+const start = Date.now();
+(function poll() {
+  const n = document.querySelectorAll(".jupyter-widgets, .widget-interact").length;
+  if (n > 0 || Date.now() - start > 20000) done(n); else setTimeout(poll, 200);
+})();
+"""
+
+
+def test_every_page_in_a_real_browser(book, browser, toc_pages, exercise_pages):
+    driver, base = browser
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    problems = []
+    for page in toc_pages:
+        url = base + f"{page}.html"  # index.html only redirects to the root page
+        driver.get(url)
+        state = driver.execute_async_script(PAGE_STATE)
+        driver.save_screenshot(str(SCREENSHOTS / f"{page.replace('/', '__')}.png"))
+        errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        problems += [f"{page}: console error: {m[:200]}" for m in errors]
+        if state["raw_math"]:
+            problems.append(f"{page}: math left untypeset ({state['raw_math']})")
+        source = (book.html / f"{page}.html").read_text(encoding="utf-8")
+        if ("\\(" in source or "\\[" in source) and not state["typeset"]:
+            problems.append(f"{page}: the page has math and MathJax typeset none of it")
+        problems += [f"{page}: image not loaded: {src}" for src in state["broken_images"]]
+        if state["widget_views"]:
+            drawn = driver.execute_async_script(WIDGETS_DRAWN)
+            if not drawn:
+                problems.append(f"{page}: {state['widget_views']} widgets saved, none drawn")
+        if page in exercise_pages and not (state["launch"] and state["download"]):
+            problems.append(f"{page}: no launch ({state['launch']}) or download button")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_search_page_finds_a_word_of_a_chapter(browser):
+    driver, base = browser
+    driver.get(base + "search.html?q=softmax")
+    found = driver.execute_async_script(
+        """
+        const done = arguments[arguments.length - 1];
+        const start = Date.now();
+        (function poll() {
+          const hits = document.querySelectorAll("#search-results li, ul.search li");
+          if (hits.length || Date.now() - start > 30000)
+            done(Array.from(hits).map(li => li.querySelector("a").getAttribute("href")));
+          else setTimeout(poll, 250);
+        })();
+        """
+    )
+    assert any("ch04_self_attention" in href for href in found), found
+
+
+def test_every_internal_link_and_anchor_resolves(book):
+    """Checked on the files: a link to a page that is not there, or to an id that the page
+    does not have, is a broken link."""
+    broken = []
+    ids: dict[Path, set[str]] = {}
+    for page in _html_files(book):
+        for a in _soup(page).find_all("a", href=True):
+            href = a["href"]
+            if _is_remote(href) or href.startswith(("mailto:", "javascript:")):
+                continue
+            target = _local_target(page, href)
+            if not target.exists():
+                broken.append(f"{page.relative_to(book.html)}: {href} (no such file)")
+                continue
+            fragment = urlsplit(href).fragment
+            if fragment and target.suffix == ".html":
+                if target not in ids:
+                    soup = _soup(target)
+                    ids[target] = {t["id"] for t in soup.find_all(id=True)}
+                    ids[target] |= {t["name"] for t in soup.find_all("a", attrs={"name": True})}
+                if unquote(fragment) not in ids[target]:
+                    broken.append(f"{page.relative_to(book.html)}: {href} (no such anchor)")
+    assert not broken, "\n".join(broken[:30])
