@@ -236,3 +236,49 @@ def test_cpu_only_answer_fails_when_the_checks_run_on_cuda():
 
     with pytest.raises(CheckFailed, match="on cpu but the inputs were on cuda"):
         checks.check_masked_softmax(cpu_only)
+
+
+_WRONG_SOFTMAX = """
+def masked_softmax(scores, mask=None):
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.softmax(dim=0).nan_to_num(0.0)  # over the batch
+"""
+
+_WRONG_ATTENTION = """
+class AdditiveAttention(AdditiveAttention):
+    def forward(self, query, keys, mask=None, projected_keys=None):
+        weights = torch.softmax(self.score(query, keys, projected_keys), dim=-1)  # no mask
+        return (weights.unsqueeze(-2) @ keys).squeeze(-2), weights
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("engine")
+@pytest.mark.parametrize(
+    "mistake, failing",
+    [(_WRONG_SOFTMAX, "masked_softmax_tests"), (_WRONG_ATTENTION, "additive_attention_tests")],
+)
+def test_in_the_sandbox_a_wrong_part_costs_that_part_only(mistake, failing):
+    """Through the sandbox's handles: the attention's check has the judge's masked_softmax stand
+    in, and the decoder's check asks the student's own attention, held in the sandbox."""
+    import nbformat
+
+    from autograder.chapters import load
+    from autograder.engine.judge import Options, judge_notebook
+
+    from nbgrader_helpers import REPO, SOLUTION_MARKERS
+
+    chapter = load("ch02_bahdanau_attention")
+    nb = nbformat.read(chapter.notebook(), as_version=4)
+    cells = []
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type == "code" and (meta.get("solution") or meta.get("grade_id") == "setup"):
+            lines = [ln for ln in cell.source.split("\n") if ln.strip() not in SOLUTION_MARKERS]
+            cells.append((len(cells), "\n".join(lines)))
+    cells.append((len(cells), mistake))
+    run = judge_notebook(cells, chapter.parts, Options(part_seconds=120, hidden=(str(REPO),)))
+    verdicts = {v.grade_id: (v.passed, v.message) for v in run.verdicts}
+    assert {gid for gid, (passed, _) in verdicts.items() if not passed} == {failing}, verdicts
+    assert "padding" in verdicts[failing][1] or "batch" in verdicts[failing][1], verdicts
