@@ -9,8 +9,8 @@ the subject and the object with particles, as Korean does::
 A sentence is one to ten such clauses joined by ``and`` (``geurigo``). Each clause is three to six
 words (the adjectives and the adverb are optional), so a source sentence can have any length from
 3 words up. The particle's form depends on the noun before it, as in Korean: ``ga``/``reul`` after
-a vowel, ``i``/``eul`` after a consonant. So the decoder has to look back at the source to write
-even the words that have no source word of their own.
+a vowel, ``i``/``eul`` after a consonant: a word with no source word of its own, whose form
+follows from the noun just written.
 
 What the module gives:
 
