@@ -673,10 +673,11 @@ def _between(source: str, begin: str, end: str) -> list[str]:
     )
 
 
-def _secrets(repo_root: Path) -> tuple[list[str], list[str]]:
-    """(solution blocks, hidden-test blocks) of every source notebook in solutions/."""
+def _secrets(repo_root: Path, slug: str = "") -> tuple[list[str], list[str]]:
+    """(solution blocks, hidden-test blocks) of every source notebook in solutions/ (of one
+    chapter's, with `slug`)."""
     solutions, hidden = [], []
-    notebooks = sorted((repo_root / "solutions").rglob("*.ipynb"))
+    notebooks = sorted((repo_root / "solutions" / slug).rglob("*.ipynb"))
     notebooks = [nb for nb in notebooks if ".ipynb_checkpoints" not in nb.parts]
     assert notebooks, "no notebook in solutions/"
     for path in notebooks:
@@ -717,25 +718,63 @@ def _published_texts(book: Book) -> dict[str, str]:
     return texts
 
 
+def _given(repo_root: Path) -> str:
+    """The released exercises' text, whitespace-normalised: what students are given is no secret,
+    even when the model answer repeats it (a constructor line, say)."""
+    return _normalise(
+        "\n".join(
+            cell.source
+            for path in sorted((repo_root / "exercises").rglob("*.ipynb"))
+            for cell in nbformat.read(path, as_version=4).cells
+        )
+    )
+
+
+def _chapter_number(name: str) -> int | None:
+    m = re.search(r"(?:^|/)ch(\d\d)_", name)
+    return int(m.group(1)) if m else None
+
+
 def test_no_solution_or_hidden_test_is_published(book, repo_root):
-    solutions, hidden = _secrets(repo_root)
+    """No hidden test line anywhere; no solution of chapter N on chapter N's page or any earlier
+    one, in any exercise or anywhere else (a later chapter builds on an earlier one's answers
+    and may show them)."""
+    given = _given(repo_root)
     texts = _published_texts(book)
     leaks = []
-    for block in hidden:
-        for line in block.splitlines():
-            line = _normalise(line)
+    for slug in sorted(p.name for p in (repo_root / "solutions").glob("ch*")):
+        solutions, hidden = _secrets(repo_root, slug)
+        number = _chapter_number(slug)
+        for block in hidden:
+            for line in block.splitlines():
+                line = _normalise(line)
+                leaks += [
+                    f"hidden test line {line!r} in {n}"
+                    for n, t in texts.items()
+                    if line and line in t
+                ]
+        shown_on = {
+            n: t
+            for n, t in texts.items()
+            if not (
+                n.startswith(("book/", "_sources/book/")) and (_chapter_number(n) or 0) > number
+            )
+        }
+        for block in solutions:
+            whole = _normalise(block)
             leaks += [
-                f"hidden test line {line!r} in {n}" for n, t in texts.items() if line and line in t
+                f"solution block {whole[:60]!r}... in {n}"
+                for n, t in shown_on.items()
+                if whole in t
             ]
-    for block in solutions:
-        whole = _normalise(block)
-        leaks += [
-            f"solution block {whole[:60]!r}... in {n}" for n, t in texts.items() if whole in t
-        ]
-        for line in block.splitlines():
-            line = _normalise(line)
-            if len(line) > 30:
-                leaks += [f"solution line {line!r} in {n}" for n, t in texts.items() if line in t]
+            for line in block.splitlines():
+                line = _normalise(line)
+                if len(line) > 30 and line not in given:
+                    leaks += [
+                        f"{slug} solution line {line!r} in {n}"
+                        for n, t in shown_on.items()
+                        if line in t
+                    ]
     assert not leaks, "the built book publishes parts of solutions/:\n" + "\n".join(
         sorted(set(leaks))
     )
