@@ -208,6 +208,12 @@ def _run(course_root: Path, *args: str) -> subprocess.CompletedProcess:
     return proc
 
 
+def _grade(course_root: Path, *args: str) -> subprocess.CompletedProcess:
+    """What `make autograde` runs for chapter 4, with two workers unless `args` say otherwise."""
+    args = args or ("--workers", "2", "--timeout", "60")
+    return _run(course_root, "autograder.engine.grade", A, "--no-progress", *args)
+
+
 def _rows(course: Course) -> dict[str, dict]:
     with open(course.reports / f"{A}.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -297,16 +303,7 @@ def test_a_week_from_an_lms_download_to_grades_the_lms_imports(tmp_path):
         course_root, "autograder.instructor", "collect", A, str(download), "--roster", str(roster)
     ).stdout
     assert "5 collected" not in out and "4 collected" in out, out
-    _run(
-        course_root,
-        "autograder.engine.grade",
-        A,
-        "--no-progress",
-        "--workers",
-        "2",
-        "--timeout",
-        "60",
-    )
+    _grade(course_root)
     rows = _agree(course)
     assert set(rows) == {"jdoe", "mkim", "jlee", "spark", "achoi", "absent"}
     full = float(rows["jdoe"]["max_score"]) - 2  # the written answer waits for a hand
@@ -343,16 +340,7 @@ def test_a_week_from_an_lms_download_to_grades_the_lms_imports(tmp_path):
     _run(course_root, "autograder.instructor", "feedback", A)
     page = (course.feedback / "jdoe" / A / f"{A}.html").read_text()
     assert "graded by hand later" not in page and "window.MathJax" in page
-    _run(
-        course_root,
-        "autograder.engine.grade",
-        A,
-        "--no-progress",
-        "--workers",
-        "2",
-        "--timeout",
-        "60",
-    )
+    _grade(course_root)
     rows = _agree(course)
     assert float(rows["jdoe"]["score"]) == full + 2 and rows["jdoe"]["needs_manual_grade"] == ""
     assert "graded by hand later" not in (course.feedback / "jdoe" / A / f"{A}.html").read_text()
@@ -362,16 +350,7 @@ def test_a_week_from_an_lms_download_to_grades_the_lms_imports(tmp_path):
     out = _run(course_root, "autograder.instructor", "collect", A, str(again)).stdout
     assert "replaced" in out
     assert list((course.grading / "superseded" / "spark" / A).iterdir())  # the first one is kept
-    _run(
-        course_root,
-        "autograder.engine.grade",
-        A,
-        "--no-progress",
-        "--workers",
-        "1",
-        "--student",
-        "spark",
-    )
+    _grade(course_root, "--workers", "1", "--student", "spark")
     rows = _agree(course)
     assert rows["spark"]["status"] == "error" and float(rows["spark"]["score"]) == 0
     assert "no longer stands" in rows["spark"]["reason"]
@@ -386,16 +365,7 @@ def test_a_week_from_an_lms_download_to_grades_the_lms_imports(tmp_path):
     _run(course_root, "autograder.instructor", "drop", "achoi")
     _run(course_root, "autograder.instructor", "rename", "jdoe", "jane.doe")
     shutil.move(course.submitted / "mkim", tmp_path / "mkim-elsewhere")
-    _run(
-        course_root,
-        "autograder.engine.grade",
-        A,
-        "--no-progress",
-        "--workers",
-        "2",
-        "--timeout",
-        "60",
-    )
+    _grade(course_root)
     rows = _agree(course)
     assert "achoi" not in rows and "jdoe" not in rows
     assert float(rows["jane.doe"]["score"]) == full + 2

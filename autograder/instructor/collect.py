@@ -231,7 +231,7 @@ def collect(
             row.note = "; ".join(notes + ["no notebook was handed in"])
             rows.append(row)
             continue
-        files = {name: f for name, f in chosen.items()}
+        files = chosen
         renamed = [f"{f.name} as {name}" for name, f in files.items() if f.name != name]
         if renamed:
             notes.append("collected " + ", ".join(renamed) + " (the only notebook handed in)")
