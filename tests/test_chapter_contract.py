@@ -164,32 +164,45 @@ def test_the_page_is_in_the_book_and_never_reaches_for_the_grader(slug):
     assert "autograder" not in text and "solutions/" not in text
 
 
+class _Graded:
+    """Each chapter's solution and blank release through the real batch grader (2 workers),
+    graded the first time a test asks for that chapter, so `-k <slug>` grades one chapter."""
+
+    def __init__(self, root):
+        from autograder.engine.grade import Course
+
+        self.root = make_course(root)
+        shutil.copytree(REPO / "exercises", self.root / "exercises")
+        self.course = Course.load(self.root)
+        self._done: dict[str, tuple] = {}
+
+    def __getitem__(self, slug: str) -> tuple:
+        if slug not in self._done:
+            from autograder.engine.grade import grade_assignment
+
+            source = read_notebook(self.root / "solutions" / slug / f"{slug}.ipynb")
+            release = read_notebook(self.root / "exercises" / slug / f"{slug}.ipynb")
+            submit(self.root, "solution", slug, filled_in(release, source))
+            submit(self.root, "blank", slug, release)
+            results = grade_assignment(self.course, slug, workers=2, timeout=60, progress=False)
+            with open(self.course.reports / f"{slug}.csv") as f:
+                rows = {r["student"]: r for r in csv.DictReader(f)}
+            self._done[slug] = ({r.student: r for r in results}, rows)
+        return self._done[slug]
+
+
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    """Every chapter's solution and blank release, through the real batch grader (2 workers)."""
-    from autograder.engine.grade import Course, grade_assignment
-
-    course_root = make_course(tmp_path_factory.mktemp("contract"))
-    shutil.copytree(REPO / "exercises", course_root / "exercises")
-    course = Course.load(course_root)
-    out = {}
-    for slug in SLUGS:
-        source = read_notebook(course_root / "solutions" / slug / f"{slug}.ipynb")
-        release = read_notebook(course_root / "exercises" / slug / f"{slug}.ipynb")
-        submit(course_root, "solution", slug, filled_in(release, source))
-        submit(course_root, "blank", slug, release)
-        results = grade_assignment(course, slug, workers=2, timeout=60, progress=False)
-        rows = {r["student"]: r for r in csv.DictReader(open(course.reports / f"{slug}.csv"))}
-        out[slug] = ({r.student: r for r in results}, rows)
-    return course, out
+    """The chapters' grading runs, one course for all of them."""
+    return _Graded(tmp_path_factory.mktemp("contract"))
 
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("engine")
 @pytest.mark.parametrize("slug", SLUGS)
 def test_the_solution_gets_full_marks_and_the_blank_release_zero(graded, slug):
-    course, out = graded
-    results, rows = out[slug]
+    course = graded.course
+    results, rows = graded[slug]
     chapter = chapters.load(slug)
     auto = sum(chapter.points()[p.grade_id] for p in chapter.parts)
     solution, blank = results["solution"], results["blank"]
