@@ -192,7 +192,9 @@ def _jupyter_book() -> str:
     return found
 
 
-@pytest.fixture(scope="module")
+# Session scope: under xdist a worker can run another file's tests between two of this file's,
+# and pytest would tear a module fixture down and build it again (see tests/conftest.py).
+@pytest.fixture(scope="session")
 def book(tmp_path_factory, repo_root) -> Book:
     vendor = repo_root / "book" / "_vendor"
     needed = [
@@ -880,7 +882,7 @@ def _windows(text: str) -> set[str]:
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "_build" / "screenshots"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser(book):
     """A headless Chromium (Debian's chromium + chromium-driver, driven by Selenium) that can
     reach nothing but a local server of the built book; yields (driver, base URL)."""

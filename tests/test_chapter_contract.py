@@ -191,7 +191,9 @@ class _Graded:
         return self._done[slug]
 
 
-@pytest.fixture(scope="module")
+# Session scope: under xdist a worker can run another file's tests between two of this file's,
+# and pytest would tear a module fixture down and build it again (see tests/conftest.py).
+@pytest.fixture(scope="session")
 def graded(tmp_path_factory):
     """The chapters' grading runs, one course for all of them."""
     return _Graded(tmp_path_factory.mktemp("contract"))

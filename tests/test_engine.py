@@ -427,7 +427,9 @@ def _grade(course_root, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.fixture(scope="module")
+# Session scope: under xdist a worker can run another file's tests between two of this file's,
+# and pytest would tear a module fixture down and build it again (see tests/conftest.py).
+@pytest.fixture(scope="session")
 def graded(tmp_path_factory):
     course_root = _copy_repository(tmp_path_factory.mktemp("layout") / "course")
     source = read_notebook(course_root / "solutions" / A / f"{A}.ipynb")

@@ -105,7 +105,9 @@ def make_submissions(course: Path) -> dict[str, object]:
     return students
 
 
-@pytest.fixture(scope="module")
+# Session scope: under xdist a worker can run another file's tests between two of this file's,
+# and pytest would tear a module fixture down and build it again (see tests/conftest.py).
+@pytest.fixture(scope="session")
 def released(tmp_path_factory) -> Path:
     """A course after generate_assignment of every assignment, as `make exercises` runs it."""
     course = make_course(tmp_path_factory.mktemp("nbgrader"))
@@ -114,7 +116,7 @@ def released(tmp_path_factory) -> Path:
     return course
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def graded(released):
     """The course after autograde, generate_feedback and export of chapter 4's submissions."""
     course = released
