@@ -3,7 +3,7 @@
 A fixture that costs minutes (building the book, grading a course) is session-scoped even when one
 file uses it. `make test` runs under pytest-xdist with `--dist loadgroup`: a worker may be handed
 another file's tests between two of this file's, and pytest tears a module-scoped fixture down at
-that point and build it again when the file's next test comes (the book was being built twice,
+that point and builds it again when the file's next test comes (the book was being built twice,
 and two test courses graded twice).
 """
 
