@@ -1,0 +1,612 @@
+"""Chapter 8's checks: what the hidden tests of ``solutions/ch08_masking`` call.
+
+Each check draws its inputs from fixed seeds, runs on the CPU and on CUDA when there is one, and
+tests what the exercise's instructions promise, properties first (a boolean tensor of the right
+shape on the right device; a decoder whose earlier outputs do not move when later tokens change,
+and whose real tokens' outputs do not move when padding changes), values after, so that a
+failure names the property. Messages name the mistake when it is a known one (a flipped
+polarity, an off-by-one causal mask, a padding mask on the query axis, keys and values taken from
+the decoder) and never print tensors.
+
+**One bug, one part.** No part calls another: the decoder layer receives its masks ready-made,
+so a wrong ``causal_mask`` or ``combine_masks`` cannot cost the decoder anything, and the decoder
+is compared with ``nn.TransformerDecoderLayer`` holding the same weights. Its LayerNorms may be
+``nn.LayerNorm`` (chapter 6 builds one; this exercise allows torch's).
+
+Not here: the reference (``reference.py``) and the known-wrong implementations (``wrong.py``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from autograder.toolkit import (
+    TOLERANCES,
+    CheckFailed,
+    Subject,
+    calling,
+    check,
+    check_devices,
+    compare,
+)
+
+__all__ = [
+    "check_padding_mask",
+    "check_causal_mask",
+    "check_combine_masks",
+    "check_decoder_layer",
+]
+
+_DTYPES = (torch.float32, torch.float64)
+
+
+def _close(a, b, dtype) -> bool:
+    rtol, atol = TOLERANCES[dtype]
+    return isinstance(a, torch.Tensor) and a.shape == b.shape and torch.allclose(a, b, rtol, atol)
+
+
+def _same(a, b) -> bool:
+    """Equal boolean masks (a wrong dtype or shape is not the same)."""
+    return isinstance(a, torch.Tensor) and a.shape == b.shape and torch.equal(a.cpu(), b.cpu())
+
+
+def _boolean(out, expected: torch.Tensor, what: str, hint: str = "") -> None:
+    """A boolean mask: a tensor, of dtype bool, of the expected shape, on the expected device."""
+    hint = f" {hint}" if hint else ""
+    if not isinstance(out, torch.Tensor):
+        raise CheckFailed(f"{what}: expected a torch.Tensor, got {type(out).__name__}.")
+    if out.dtype != torch.bool:
+        raise CheckFailed(
+            f"{what}: the mask is {out.dtype}; it must be a boolean tensor (torch.bool), True "
+            "where attention is allowed. A float 0/1 mask would be *added* to the scores by "
+            "torch, which is not masking."
+        )
+    if out.shape != expected.shape:
+        raise CheckFailed(
+            f"{what}: wrong shape {tuple(out.shape)}, expected {tuple(expected.shape)}.{hint}"
+        )
+    if out.device.type != expected.device.type:
+        raise CheckFailed(
+            f"{what}: the mask is on {out.device.type}, expected {expected.device.type}; build it "
+            "on the device of its inputs (or the device asked for)."
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Part 1: padding_mask
+# --------------------------------------------------------------------------------------------
+
+
+def _tokens(shape, pad_id, layout, seed, dtype=torch.long):
+    """Token ids with padding: at the end ("right"), at the start ("left"), or anywhere."""
+    g = torch.Generator().manual_seed(seed)
+    low = 0 if pad_id > 0 else 1
+    tokens = torch.randint(low, low + 20, shape, generator=g)  # real ids around the pad id
+    tokens[tokens == pad_id] = pad_id + 1
+    S = shape[-1]
+    lengths = torch.randint(1, S + 1, shape[:-1], generator=g)  # (...,): at least one real token
+    pos = torch.arange(S)
+    if layout == "right":
+        pad = pos >= lengths[..., None]  # (..., S)
+    elif layout == "left":
+        pad = pos < (S - lengths)[..., None]  # (..., S)
+    else:
+        pad = torch.rand(shape, generator=g) < 0.4  # (..., S)
+    return tokens.masked_fill(pad, pad_id).to(dtype)
+
+
+@check()
+def check_padding_mask(fn: Subject) -> None:
+    """padding_mask(tokens, pad_id) -> bool of the tokens' shape and device, True at every token
+    that is not pad_id, wherever the padding is (end, start, middle); any pad id."""
+    cases = [
+        ((3, 7), 0, "right", torch.long),
+        ((4, 6), 0, "left", torch.long),
+        ((2, 9), 1, "anywhere", torch.long),
+        ((2, 5), 17, "right", torch.int32),
+        ((8,), 0, "right", torch.long),
+        ((2, 3, 5), 2, "anywhere", torch.long),
+    ]
+    for device in check_devices():
+        for seed, (shape, pad_id, layout, dtype) in enumerate(cases):
+            tokens = _tokens(shape, pad_id, layout, seed, dtype).to(device)
+            what = (f"padding_mask(tokens of shape {tuple(shape)} with padding {'at the end' if layout == 'right' else 'at the start' if layout == 'left' else 'here and there'}, "  # noqa: E501
+                    f"pad_id={pad_id}, {device.type})")
+            out = calling(what, fn, tokens, pad_id)
+            expected = tokens != pad_id  # (..., S)
+            _boolean(out, expected, what, "The mask has one entry per token.")
+            if _same(out, ~expected):
+                raise CheckFailed(
+                    f"{what}: the mask is the wrong way round. The course's masks are True where "
+                    "attention is allowed: True at real tokens, False at padding."
+                )
+            if pad_id != 0 and _same(out, tokens != 0):
+                raise CheckFailed(f"{what}: the padding is the token pad_id, not id 0.")
+            if layout != "right":
+                real = expected.sum(-1, keepdim=True)  # (..., 1)
+                if _same(out, torch.arange(shape[-1], device=device) < real):
+                    raise CheckFailed(
+                        f"{what}: the mask assumes that the padding comes at the end; compare "
+                        "each token with pad_id instead of counting real tokens."
+                    )
+            if not _same(out, expected):
+                raise CheckFailed(
+                    f"{what}: wrong values; a token is real (True) exactly when its id is not "
+                    "pad_id."
+                )
+
+
+# --------------------------------------------------------------------------------------------
+# Part 2: causal_mask
+# --------------------------------------------------------------------------------------------
+
+
+def _lower_right(L, S, device, shift=0):
+    """tril(ones(L, S), diagonal=S - L + shift): the expected mask, and its off-by-one cousins."""
+    return torch.ones(L, S, dtype=torch.bool, device=device).tril(S - L + shift)  # (L, S)
+
+
+@check()
+def check_causal_mask(fn: Subject) -> None:
+    """causal_mask(L, S=None, device=None) -> bool (L, S): query l is position S - L + l and may
+    attend to keys 0 .. S - L + l (bottom-right aligned); S defaults to L; the rows of queries
+    before every key (L > S) are all False; on `device` (the CPU by default)."""
+    sizes = [(4, 4), (1, 1), (3, 7), (1, 6), (5, 8), (6, 3), (2, 2)]
+    for device in check_devices():
+        for L, S in sizes:
+            what = f"causal_mask({L}, {S}, device={device.type!r})"
+            out = calling(what, fn, L, S, device=device.type)
+            expected = _lower_right(L, S, device)
+            _boolean(out, expected, what, "The mask has one row per query (L) and one column "
+                     "per key (S).")
+            for shift, message in (
+                (-1, "off by one: a query must attend to its own position too (the diagonal "
+                     "of the last L x L block is allowed)"),
+                (1, "off by one: each query may attend to one future position; it may attend "
+                    "to itself and the past only"),
+            ):
+                shifted = _lower_right(L, S, device, shift)
+                if _same(out, shifted) and not _same(shifted, expected):
+                    raise CheckFailed(f"{what}: {message}.")
+            if _same(out, ~expected):
+                raise CheckFailed(
+                    f"{what}: the mask is the wrong way round; True where attention is allowed "
+                    "(itself and the past), False for the future."
+                )
+            top_left = torch.ones(L, S, dtype=torch.bool, device=device).tril()  # (L, S)
+            if _same(out, top_left) and not _same(top_left, expected):
+                raise CheckFailed(
+                    f"{what}: this is aligned to the top-left corner (torch's is_causal=True). "
+                    "Here the L queries are the last L of the S positions: query l is at "
+                    "position S - L + l, so the last query sees every key."
+                )
+            if not _same(out, expected):
+                raise CheckFailed(f"{what}: wrong values; query l (at position S - L + l) may "
+                                  "attend to keys 0 .. S - L + l and no other.")
+
+    what = "causal_mask(5) (S defaults to L)"
+    out = calling(what, fn, 5)
+    _boolean(out, _lower_right(5, 5, "cpu"), what)
+    if not _same(out, _lower_right(5, 5, "cpu")):
+        raise CheckFailed(f"{what}: with S omitted the mask is the (L, L) lower triangle.")
+    what = "causal_mask(3, 6) (no device given)"
+    out = calling(what, fn, 3, 6)
+    _boolean(out, _lower_right(3, 6, "cpu"), what, "With no device the mask is on the CPU.")
+
+
+# --------------------------------------------------------------------------------------------
+# Part 3: combine_masks
+# --------------------------------------------------------------------------------------------
+
+
+def _key_padding(B, S, seed, device):
+    """(B, S) bool, True at real keys; at least one real key per sequence."""
+    g = torch.Generator().manual_seed(seed + 300)
+    lengths = torch.randint(1, S + 1, (B,), generator=g)
+    return (torch.arange(S)[None, :] < lengths[:, None]).to(device)  # (B, S)
+
+
+def _random_allowed(L, S, seed, device):
+    g = torch.Generator().manual_seed(seed + 400)
+    return (torch.rand(L, S, generator=g) < 0.6).to(device)  # (L, S)
+
+
+def _name_combine_mistake(out, expected, pad, attn, what) -> None:
+    """Name a known mistake of combine_masks(pad, attn), when the result is one."""
+    if not isinstance(out, torch.Tensor):
+        return
+    L, S = attn.shape
+    if L == S and _same(out, pad[:, None, :, None] & attn):
+        raise CheckFailed(
+            f"{what}: the padding mask is broadcast over the queries; it says which *keys* are "
+            "real, so it varies along the last axis, S: (B, 1, 1, S)."
+        )
+    if out.dim() == 3:
+        raise CheckFailed(
+            f"{what}: the result has 3 dimensions; give it a head axis, (B, 1, L, S), so that it "
+            "broadcasts against (B, H, L, S) scores (a (B, L, S) mask would line B up with the "
+            "heads)."
+        )
+    if _same(out, ~expected):
+        raise CheckFailed(f"{what}: the result is the wrong way round; True where attention is "
+                          "allowed.")
+    if _same(out, pad[:, None, None, :] | attn):
+        raise CheckFailed(f"{what}: the masks are combined with 'or'; a pair is allowed only "
+                          "when both masks allow it: 'and'.")
+    if _same(out, pad[:, None, None, :].expand_as(expected)):
+        raise CheckFailed(f"{what}: the attn_mask is ignored.")
+
+
+@check()
+def check_combine_masks(fn: Subject) -> None:
+    """combine_masks(padding_mask=None, attn_mask=None): padding (B, S) and attention (L, S)
+    masks, True = allowed, as one boolean mask with singleton axes: (B, 1, L, S) from both,
+    (B, 1, 1, S) from the padding mask, (1, 1, L, S) from the attention mask, None from neither;
+    on the masks' device."""
+    sizes = [(3, 5, 5), (2, 4, 7), (1, 6, 6), (4, 1, 3)]
+    for device in check_devices():
+        for seed, (B, L, S) in enumerate(sizes):
+            pad = _key_padding(B, S, seed, device)  # (B, S)
+            attns = {"a causal attn_mask": _lower_right(L, S, device),
+                     "an attn_mask": _random_allowed(L, S, seed, device)}  # fmt: skip
+            for kind, attn in attns.items():
+                what = (f"combine_masks(padding_mask (B={B}, S={S}), {kind} (L={L}, S={S}), "
+                        f"{device.type})")
+                out = calling(what, fn, pad, attn)
+                expected = pad[:, None, None, :] & attn  # (B, 1, L, S)
+                if not _same(out, expected):
+                    _name_combine_mistake(out, expected, pad, attn, what)
+                _boolean(out, expected, what, "Padding (B, 1, 1, S) and attention (1, 1, L, S) "
+                         "masks broadcast to (B, 1, L, S).")
+                if not _same(out, expected):
+                    raise CheckFailed(f"{what}: wrong values; a pair (l, s) is allowed when key "
+                                      "s is real and attn_mask allows it.")
+
+            what = f"combine_masks(padding_mask (B={B}, S={S}), None, {device.type})"
+            out = calling(what, fn, pad, None)
+            expected = pad[:, None, None, :]  # (B, 1, 1, S)
+            _boolean(out, expected, what, "A padding mask alone becomes (B, 1, 1, S).")
+            if not _same(out, expected):
+                raise CheckFailed(f"{what}: wrong values; with no attn_mask the result is the "
+                                  "padding mask, (B, 1, 1, S).")
+
+            attn = attns["a causal attn_mask"]
+            what = f"combine_masks(None, an attn_mask (L={L}, S={S}), {device.type})"
+            out = calling(what, fn, None, attn)
+            expected = attn[None, None]  # (1, 1, L, S)
+            _boolean(out, expected, what, "An attention mask alone becomes (1, 1, L, S).")
+            if not _same(out, expected):
+                raise CheckFailed(f"{what}: wrong values; with no padding mask the result is the "
+                                  "attn_mask, (1, 1, L, S).")
+
+    out = calling("combine_masks(None, None)", fn, None, None)
+    if out is not None:
+        raise CheckFailed("combine_masks(None, None) must return None: there is nothing to mask.")
+
+
+# --------------------------------------------------------------------------------------------
+# Part 4: DecoderLayer
+# --------------------------------------------------------------------------------------------
+
+# (B, L, S, E, H, F): L != S both ways, one head, one query position.
+_LAYER_SHAPES = [(2, 5, 7, 8, 2, 16), (3, 6, 4, 12, 3, 24), (1, 4, 4, 8, 1, 8), (2, 1, 3, 8, 2, 16)]
+_MODULES = {
+    "self_attn": "MultiheadAttention",
+    "multihead_attn": "MultiheadAttention",
+    "linear1": "Linear",
+    "linear2": "Linear",
+    "dropout": "Dropout",
+    "dropout1": "Dropout",
+    "dropout2": "Dropout",
+    "dropout3": "Dropout",
+}
+
+
+def _torch_layer(E, H, Fw, norm_first, seed, device, dtype, dropout=0.0):
+    """nn.TransformerDecoderLayer with random weights (LayerNorm gains near 1, biases near 0)."""
+    torch.manual_seed(seed)
+    layer = nn.TransformerDecoderLayer(
+        E, H, Fw, dropout=dropout, batch_first=True, norm_first=norm_first
+    )
+    with torch.no_grad():
+        for name, p in layer.named_parameters():
+            if name.startswith("norm"):
+                p.normal_(1.0 if name.endswith("weight") else 0.0, 0.3)
+            elif name.endswith("bias"):
+                p.normal_(0.0, 0.1)
+    # train mode (with dropout 0) keeps torch off its inference fast paths
+    return layer.to(device=device, dtype=dtype)
+
+
+def _draw(shape, seed, device, dtype):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
+
+
+def _build(cls: Subject, E, H, Fw, norm_first, seed, device, dtype):
+    label = f"DecoderLayer({E}, {H}, {Fw}, norm_first={norm_first})"
+    layer = calling(label, cls.seeded(0), E, H, Fw, norm_first=norm_first)
+    if not isinstance(layer, Subject):
+        raise CheckFailed(f"{label} must construct an nn.Module.")
+    info = layer.describe()
+    for name, kind in _MODULES.items():
+        found = info["modules"].get(name)
+        if found is None:
+            raise CheckFailed(f"{label} must have a submodule called {name} (an nn.{kind}), as "
+                              "nn.TransformerDecoderLayer has.")
+        if found != kind:
+            raise CheckFailed(f"{label}.{name} must be an nn.{kind}, not a {found}.")
+    for name in ("norm1", "norm2", "norm3"):
+        if name not in info["modules"]:
+            raise CheckFailed(f"{label} must have a LayerNorm called {name}.")
+    for name in ("self_attn", "multihead_attn"):
+        attn = layer.attribute(name)
+        if attn.attribute("batch_first") is not True:
+            raise CheckFailed(f"{label}.{name} must be built with batch_first=True: the layer's "
+                              "inputs are (B, L, E) and (B, S, E).")
+        if attn.attribute("embed_dim") != E or attn.attribute("num_heads") != H:
+            raise CheckFailed(f"{label}.{name} must have embed_dim=d_model and num_heads=nhead.")
+    theirs = _torch_layer(E, H, Fw, norm_first, 100 + seed, device, dtype)
+    state = theirs.state_dict()
+    ours = set(info["state"])
+    if ours != set(state):
+        missing, extra = sorted(set(state) - ours), sorted(ours - set(state))
+        raise CheckFailed(
+            f"{label}: its parameters must have nn.TransformerDecoderLayer's names, so that "
+            f"torch's state dict loads as it is; missing {missing[:4] or 'none'}, unexpected "
+            f"{extra[:4] or 'none'}."
+        )
+    # move first, then load: float64 weights loaded into a float32 module would be rounded
+    calling(f"{label}.to({device.type}, {dtype})", layer.to, device, dtype)
+    calling(f"{label}.load_state_dict(torch's state dict)", layer.load_state_dict,
+            {k: v.detach() for k, v in state.items()})
+    return label, layer, theirs
+
+
+def _masks(B, L, S, seed, device):
+    causal = torch.ones(L, L, dtype=torch.bool, device=device).tril()  # (L, L)
+    tgt_pad = _key_padding(B, L, seed + 10, device)  # (B, L)
+    tgt_pad[0] = True
+    mem_pad = _key_padding(B, S, seed + 20, device)  # (B, S)
+    return causal, tgt_pad, mem_pad
+
+
+def _nan_safe_close(a, b, dtype) -> bool:
+    return (isinstance(a, torch.Tensor) and a.shape == b.shape
+            and torch.allclose(a.nan_to_num(), b.nan_to_num(), *TOLERANCES[dtype]))  # fmt: skip
+
+
+def _leaks(fn, x, args, kwargs, what) -> bool:
+    """Whether changing x at positions after t changes fn's output at positions <= t."""
+    L = x.size(1)
+    if L < 2:
+        return False
+    t = (L - 1) // 2
+    before = calling(what, fn, x, *args, **kwargs)
+    changed = x.clone()
+    changed[:, t + 1 :] = changed[:, t + 1 :].flip(-1) * 3.0 + 1.0
+    after = calling(what, fn, changed, *args, **kwargs)
+    if not (isinstance(before, torch.Tensor) and isinstance(after, torch.Tensor)):
+        return False
+    if before.shape != x.shape or after.shape != x.shape:
+        return False
+    a, b = before[:, : t + 1], after[:, : t + 1]
+    return bool((a.nan_to_num() - b.nan_to_num()).abs().max() > 1e-6 * (1 + a.abs().max()))
+
+
+def _check_sa_block(layer, theirs, label, where, x, causal, tgt_pad, dtype) -> None:
+    sa = layer.method("_sa_block")
+    for kwargs, kind in (
+        ({"tgt_mask": causal, "tgt_padding_mask": tgt_pad}, "a causal tgt_mask and padding"),
+        ({"tgt_mask": causal}, "a causal tgt_mask"),
+        ({"tgt_padding_mask": tgt_pad}, "a tgt_padding_mask"),
+        ({}, "no mask"),
+    ):
+        what = f"{label}._sa_block{where} with {kind}"
+        out = calling(what, sa, x, **kwargs)
+        m, p = kwargs.get("tgt_mask"), kwargs.get("tgt_padding_mask")
+        with torch.no_grad():
+            expected = theirs._sa_block(x, None if m is None else ~m, None if p is None else ~p)
+            if isinstance(out, torch.Tensor) and out.shape == expected.shape and not _close(
+                out, expected, dtype
+            ):
+                if m is not None and _nan_safe_close(out, theirs._sa_block(x, m, None), dtype):
+                    raise CheckFailed(
+                        f"{what}: tgt_mask reaches nn.MultiheadAttention the wrong way round. "
+                        "Ours is True where attention is allowed; its attn_mask is True where it "
+                        "is not: pass ~tgt_mask."
+                    )
+                if p is not None and _nan_safe_close(
+                    out, theirs._sa_block(x, None if m is None else ~m, p), dtype
+                ):
+                    raise CheckFailed(
+                        f"{what}: tgt_padding_mask reaches nn.MultiheadAttention the wrong way "
+                        "round. Ours is True at real tokens; its key_padding_mask is True at "
+                        "padding: pass ~tgt_padding_mask."
+                    )
+                if m is not None and _leaks(sa, x, (), kwargs, what):
+                    raise CheckFailed(
+                        f"{what}: changing the tokens after position t changes the outputs at "
+                        "positions up to t, so the future leaks in. Mask the scores *before* the "
+                        "softmax (pass the causal mask to the attention); masked keys must get "
+                        "weight exactly 0."
+                    )
+                if m is not None and _close(out, theirs._sa_block(x, None, None if p is None
+                                                                   else ~p), dtype):
+                    raise CheckFailed(f"{what}: tgt_mask is not used; pass it to the "
+                                      "self-attention (as attn_mask, inverted).")
+                if p is not None and _close(out, theirs._sa_block(
+                        x, None if m is None else ~m, None), dtype):
+                    raise CheckFailed(f"{what}: tgt_padding_mask is not used; pass it to the "
+                                      "self-attention (as key_padding_mask, inverted).")
+        compare(out, expected, what, hint="_sa_block(x, ...) is self.self_attn(x, x, x, "
+                "attn_mask=..., key_padding_mask=..., need_weights=False)[0], then dropout1.")
+
+
+def _check_mha_block(layer, theirs, label, where, x, memory, mem_pad, dtype) -> None:
+    mha = layer.method("_mha_block")
+    for kwargs, kind in (({"memory_padding_mask": mem_pad}, "a memory_padding_mask"),
+                         ({}, "no mask")):  # fmt: skip
+        what = f"{label}._mha_block{where} with {kind}"
+        out = calling(what, mha, x, memory, **kwargs)
+        p = kwargs.get("memory_padding_mask")
+        with torch.no_grad():
+            expected = theirs._mha_block(x, memory, None, None if p is None else ~p)
+            if isinstance(out, torch.Tensor) and out.shape == expected.shape and not _close(
+                out, expected, dtype
+            ):
+                if _close(out, theirs.dropout2(theirs.multihead_attn(
+                        x, x, x, need_weights=False)[0]), dtype):
+                    raise CheckFailed(
+                        f"{what}: the keys and values come from the decoder. In cross-attention "
+                        "the queries come from the decoder and the keys and values from the "
+                        "encoder's output: multihead_attn(x, memory, memory)."
+                    )
+                if p is not None and _nan_safe_close(
+                    out, theirs._mha_block(x, memory, None, p), dtype
+                ):
+                    raise CheckFailed(
+                        f"{what}: memory_padding_mask reaches nn.MultiheadAttention the wrong way "
+                        "round. Ours is True at real tokens; its key_padding_mask is True at "
+                        "padding: pass ~memory_padding_mask."
+                    )
+                if p is not None and _close(out, theirs._mha_block(x, memory, None, None), dtype):
+                    raise CheckFailed(f"{what}: memory_padding_mask is not used; the decoder must "
+                                      "not attend to the encoder's padding.")
+        compare(out, expected, what, hint="_mha_block(x, memory, ...) is self.multihead_attn("
+                "x, memory, memory, key_padding_mask=..., need_weights=False)[0], then dropout2.")
+
+
+def _check_forward(layer, theirs, label, where, x, memory, masks, norm_first, dtype) -> None:
+    causal, tgt_pad, mem_pad = masks
+    B, L, _ = x.shape
+    kwargs = {"tgt_mask": causal, "tgt_padding_mask": tgt_pad, "memory_padding_mask": mem_pad}
+    what = f"{label}{where} with every mask"
+    out = calling(what, layer, x, memory, **kwargs)
+    with torch.no_grad():
+        expected = theirs(x, memory, tgt_mask=~causal, tgt_key_padding_mask=~tgt_pad,
+                          memory_key_padding_mask=~mem_pad)  # (B, L, E)
+    if not isinstance(out, torch.Tensor):
+        raise CheckFailed(f"{what}: expected a torch.Tensor, got {type(out).__name__}.")
+    if out.shape != expected.shape:
+        raise CheckFailed(f"{what}: wrong shape {tuple(out.shape)}, expected (B, L, E) = "
+                          f"{tuple(expected.shape)}.")
+
+    # properties: the future, the encoder's padding, the decoder's padding
+    if _leaks(layer, x, (memory,), {"tgt_mask": causal, "memory_padding_mask": mem_pad}, what):
+        raise CheckFailed(
+            f"{what}: changing the decoder's tokens after position t changes its outputs at "
+            "positions up to t: the future leaks in. The causal tgt_mask must reach the "
+            "self-attention, with nn.MultiheadAttention's polarity, before the softmax."
+        )
+    changed = memory.clone()
+    changed[~mem_pad] = 5.0
+    what_m = f"{what}, the encoder's padding changed"
+    after = calling(what_m, layer, x, changed, **kwargs)
+    if isinstance(after, torch.Tensor) and after.shape == out.shape and not torch.allclose(
+        after.nan_to_num(), out.nan_to_num(), *TOLERANCES[dtype]
+    ):
+        raise CheckFailed(
+            f"{what_m}: the outputs changed when only the encoder's padding did; the "
+            "cross-attention must not attend to padded memory positions (memory_padding_mask)."
+        )
+    changed = x.clone()
+    changed[~tgt_pad] = 5.0
+    no_causal = {"tgt_padding_mask": tgt_pad, "memory_padding_mask": mem_pad}
+    what_t = f"{label}{where} without tgt_mask, the decoder's padding changed"
+    before = calling(what_t, layer, x, memory, **no_causal)
+    after = calling(what_t, layer, changed, memory, **no_causal)
+    if (isinstance(after, torch.Tensor) and isinstance(before, torch.Tensor)
+            and after.shape == before.shape == x.shape
+            and not torch.allclose(after[tgt_pad].nan_to_num(), before[tgt_pad].nan_to_num(),
+                                   *TOLERANCES[dtype])):  # fmt: skip
+        raise CheckFailed(
+            f"{what_t}: the outputs at real tokens changed when only the decoder's padding did; "
+            "the self-attention must not attend to padded positions (tgt_padding_mask)."
+        )
+
+    # values, against torch's layer with the same weights
+    if not _close(out, expected, dtype):
+        other = _torch_layer(x.size(-1), theirs.self_attn.num_heads,
+                             theirs.linear1.out_features, not norm_first, 0, x.device, dtype)
+        other.load_state_dict(theirs.state_dict())
+        with torch.no_grad():
+            flipped = other(x, memory, tgt_mask=~causal, tgt_key_padding_mask=~tgt_pad,
+                            memory_key_padding_mask=~mem_pad)
+        if _close(out, flipped, dtype):
+            order = "pre-LN" if norm_first else "post-LN"
+            raise CheckFailed(f"{what}: this is {'post-LN' if norm_first else 'pre-LN'}; with "
+                              f"norm_first={norm_first} the layer is {order}.")
+    compare(out, expected, what, hint="Self-attention, then cross-attention, then the "
+            "feed-forward network, each inside its residual connection and LayerNorm, as in "
+            "nn.TransformerDecoderLayer.")
+    what = f"{label}{where} with no mask"
+    out = calling(what, layer, x, memory)
+    with torch.no_grad():
+        compare(out, theirs(x, memory), what)
+
+
+@check()
+def check_decoder_layer(cls: Subject) -> None:
+    """DecoderLayer(d_model, nhead, dim_feedforward=2048, dropout=0.0, norm_first=False,
+    eps=1e-5): nn.TransformerDecoderLayer's submodule names; forward(tgt (B, L, E), memory
+    (B, S, E), tgt_mask=None (L, L), tgt_padding_mask=None (B, L), memory_padding_mask=None
+    (B, S)), masks True = allowed, equal to torch's layer with the inverted masks for both
+    norm_first; _sa_block and _mha_block as torch's; earlier outputs blind to later tokens, real
+    tokens' outputs blind to padding; gradients equal torch's; dropout only in training."""
+    for device in check_devices():
+        for dtype in _DTYPES:
+            for seed, (B, L, S, E, H, Fw) in enumerate(_LAYER_SHAPES):
+                for norm_first in (False, True):
+                    label, layer, theirs = _build(cls, E, H, Fw, norm_first, seed, device, dtype)
+                    x = _draw((B, L, E), seed, device, dtype)  # (B, L, E)
+                    memory = _draw((B, S, E), seed + 50, device, dtype)  # (B, S, E)
+                    masks = _masks(B, L, S, seed, device)
+                    where = (f"(tgt (B={B}, L={L}, E={E}), memory (S={S}), "
+                             f"{str(dtype).removeprefix('torch.')}, {device.type})")
+                    _check_sa_block(layer, theirs, label, where, x, masks[0], masks[1], dtype)
+                    _check_mha_block(layer, theirs, label, where, x, memory, masks[2], dtype)
+                    _check_forward(layer, theirs, label, where, x, memory, masks, norm_first,
+                                   dtype)
+
+    # gradients, float64 on the CPU: to the decoder's input, the memory and every parameter
+    B, L, S, E, H, Fw = 2, 5, 6, 8, 2, 16
+    for norm_first in (False, True):
+        label, layer, theirs = _build(cls, E, H, Fw, norm_first, 7, torch.device("cpu"),
+                                      torch.float64)
+        label = f"{label}, backward"
+        x = _draw((B, L, E), 1, "cpu", torch.float64)
+        memory = _draw((B, S, E), 2, "cpu", torch.float64)
+        grad_output = _draw((B, L, E), 3, "cpu", torch.float64)
+        causal, tgt_pad, mem_pad = _masks(B, L, S, 4, "cpu")
+        kwargs = {"tgt_mask": causal, "tgt_padding_mask": tgt_pad, "memory_padding_mask": mem_pad}
+        _, grads, params = calling(label, layer.gradients, (x, memory), kwargs, params=True,
+                                   grad_output=grad_output)
+        xr, mr = x.clone().requires_grad_(), memory.clone().requires_grad_()
+        out = theirs(xr, mr, tgt_mask=~causal, tgt_key_padding_mask=~tgt_pad,
+                     memory_key_padding_mask=~mem_pad)
+        (out * grad_output).sum().backward()
+        compare(grads[0], xr.grad, f"{label}, gradient of tgt")
+        compare(grads[1], mr.grad, f"{label}, gradient of memory")
+        for name, p in theirs.named_parameters():
+            if params.get(name) is None:
+                raise CheckFailed(f"{label}: no gradient reaches {name}; is it used in forward?")
+            compare(params[name], p.grad, f"{label}, gradient of {name}")
+
+    # dropout: the identity in eval mode, active in training mode
+    label = "DecoderLayer(8, 2, 16, dropout=0.5)"
+    layer = calling(label, cls.seeded(0), 8, 2, 16, dropout=0.5)
+    theirs = _torch_layer(8, 2, 16, False, 9, "cpu", torch.float32)
+    calling(f"{label}.load_state_dict", layer.load_state_dict, theirs.state_dict())
+    x, memory = _draw((2, 4, 8), 5, "cpu", torch.float32), _draw((2, 3, 8), 6, "cpu", torch.float32)
+    calling(f"{label}.eval()", layer.method("eval"))
+    with torch.no_grad():
+        expected = theirs(x, memory)
+    compare(calling(f"{label} in eval mode", layer, x, memory), expected,
+            f"{label} in eval mode", hint="Use nn.Dropout modules, which do nothing in eval mode.")
+    calling(f"{label}.train()", layer.method("train"))
+    out = calling(f"{label} in training mode", layer, x, memory)
+    if isinstance(out, torch.Tensor) and torch.allclose(out, expected):
+        raise CheckFailed(f"{label} in training mode: the dropout does nothing; pass dropout on "
+                          "to the attention modules and the nn.Dropout modules.")
