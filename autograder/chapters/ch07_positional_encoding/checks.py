@@ -101,16 +101,19 @@ def check_sinusoidal_positional_encoding(fn: Subject) -> None:
     """
     for max_len, E in _TABLES:
         what = f"sinusoidal_positional_encoding({max_len}, {E})"
-        out = calling(what, fn, max_len, E)
+        odd = (
+            " E is odd here: the table still has E columns, and the last one, E - 1, is even, so "
+            "it is a sine, with no cosine beside it."
+            if E % 2
+            else ""
+        )
+        try:
+            out = calling(what, fn, max_len, E)
+        except CheckFailed as failed:
+            raise CheckFailed(f"{str(failed).rstrip('.')}.{odd}") from None
         if not isinstance(out, torch.Tensor):
             raise CheckFailed(f"{what}: expected a torch.Tensor, got {type(out).__name__}.")
         if out.shape != (max_len, E):
-            odd = (
-                " For an odd E the table still has E columns: the last one, E - 1, is even, so "
-                "it is a sine, with no cosine beside it."
-                if E % 2
-                else ""
-            )
             raise CheckFailed(
                 f"{what}: wrong shape {tuple(out.shape)}, expected (max_len, embed_dim) = "
                 f"({max_len}, {E}).{odd}"
