@@ -1,6 +1,8 @@
 """A small fixture chapter that uses every kind of API a chapter may grade.
 
 - ``pair_counts(ids)`` -> a dict with tuple keys; ``to_bytes(text)`` -> bytes;
+  ``full(shape, value, dtype, device)`` -> (a tensor, its dtype, its device): dtypes and devices
+  as arguments and in results;
   ``scale_all(x, factors)`` -> a tuple of tensors, checked with gradients;
 - ``Tokenizer()`` with ``train(text, vocab_size)``, ``encode(text)``, ``decode(ids)`` and a
   ``merges`` attribute (a dict from pairs of ids to ids): a plain object;
@@ -36,6 +38,11 @@ def to_bytes(text):
 
 def scale_all(x, factors):
     return tuple(x * f for f in factors)
+
+
+def full(shape, value, dtype, device):
+    out = torch.full(shape, value, dtype=dtype, device=device)
+    return out, out.dtype, out.device
 
 
 class Tokenizer:
@@ -117,6 +124,18 @@ def check_to_bytes(fn: Subject) -> None:
 
 
 @check()
+def check_full(fn: Subject) -> None:
+    for dtype in (torch.float64, torch.bfloat16, torch.int64, torch.bool):
+        got = calling("full", fn, (2, 3), 1, dtype, torch.device("cpu"))
+        if not isinstance(got, tuple) or len(got) != 3 or not isinstance(got[0], torch.Tensor):
+            raise CheckFailed("full: return (the tensor, its dtype, its device).")
+        if got[0].dtype != dtype or got[1] != dtype:
+            raise CheckFailed(f"full: a {dtype} was asked for.")
+        if got[2] != torch.device("cpu"):
+            raise CheckFailed("full: the device that came back is not the CPU.")
+
+
+@check()
 def check_scale_all(fn: Subject) -> None:
     x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     factors = [0.5, 2.0]
@@ -189,6 +208,7 @@ def first_scaled(x, f):
 PARTS = (
     Part("pair_counts_tests", "pair_counts", check_pair_counts),
     Part("to_bytes_tests", "to_bytes", check_to_bytes),
+    Part("full_tests", "full", check_full),
     Part("scale_all_tests", "scale_all", check_scale_all),
     Part("first_scaled_tests", "first_scaled", check_first_scaled),
     Part("tokenizer_tests", "Tokenizer", check_tokenizer),

@@ -625,6 +625,7 @@ FIXTURE_ANSWERS = "\n\n".join(
                 engine_fixture.pair_counts,
                 engine_fixture.to_bytes,
                 engine_fixture.scale_all,
+                engine_fixture.full,
                 engine_fixture.first_scaled,
                 engine_fixture._merge,
                 engine_fixture.Tokenizer,
@@ -643,6 +644,10 @@ def to_bytes(text):
 
 def scale_all(x, factors):
     return [x * f for f in factors]
+
+def full(shape, value, dtype, device):
+    out = torch.full(shape, value, device=device)
+    return out, out.dtype, out.device
 
 def first_scaled(x, f):
     return x.detach() * f
@@ -672,6 +677,20 @@ def test_every_api_kind_is_judged_in_the_sandbox():
     assert set(failed) == {p.grade_id for p in engine_fixture.PARTS}, failed
     assert "first_scaled" in failed["first_scaled_tests"]
     assert "decode" in failed["tokenizer_tests"] and "greedy_decode" in failed["tiny_decoder_tests"]
+
+
+def test_dtypes_and_devices_cross_the_wire_by_name_and_nothing_else_does():
+    from autograder.engine.judge import _device
+    from autograder.engine.runner import ProtocolError, decode, encode
+
+    value = (torch.float64, torch.device("cpu"), {("a", 1): torch.bool})
+    assert decode(encode(value)) == value
+    # a device is mapped like a tensor's: a GPU the other side lacks becomes its CPU
+    here = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert decode(encode(torch.device("cuda")), device_map=_device) == here
+    for forged in (("Y", "__class__"), ("Y", "Tensor"), ("Y",), ("V", "meta"), ("V", 0)):
+        with pytest.raises(ProtocolError):
+            decode(forged)
 
 
 def test_a_dask_cluster_grades_like_local_workers(graded, tmp_path):

@@ -39,6 +39,13 @@ MAX_ITEMS = 100_000  # scalars, tensors and containers in one value
 MAX_NUMEL = 2**27  # elements in one tensor
 MAX_TEXT = 20_000  # characters of a cell's printed output that are kept
 TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
+# The dtypes a value may name (a check asking for float64, a student's result in bfloat16).
+DTYPES = {
+    str(d).removeprefix("torch."): d
+    for d in (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64,
+              torch.complex128, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
+              torch.bool)
+}
 
 
 class ProtocolError(ValueError):
@@ -81,8 +88,8 @@ class NotDifferentiable(RuntimeError):
 def encode(value, keep=None, _state=None, _depth: int = 0):
     """The tagged tree of `value`; objects that are not plain data go through keep(obj) -> id.
 
-    Example: encode((torch.ones(1), {("a", 1): 2})) ->
-        ("U", [("T", tensor([1.]), "cpu"), ("D", [(("U", ["a", 1]), 2)])])
+    Example: encode((torch.ones(1), {("a", 1): 2}, torch.float64)) ->
+        ("U", [("T", tensor([1.]), "cpu"), ("D", [(("U", ["a", 1]), 2)]), ("Y", "float64")])
     """
     state = _state if _state is not None else [0]
     state[0] += 1
@@ -94,6 +101,12 @@ def encode(value, keep=None, _state=None, _depth: int = 0):
         return ("B", bytes(value).decode("latin-1"))
     if isinstance(value, bool):
         return bool(value)
+    if isinstance(value, torch.dtype):
+        if str(value).removeprefix("torch.") not in DTYPES:
+            raise ProtocolError(f"the dtype {value} cannot be sent")
+        return ("Y", str(value).removeprefix("torch."))
+    if isinstance(value, torch.device):
+        return ("V", value.type)
     if isinstance(value, torch.Tensor):
         device = value.device.type
         return ("T", value.detach().as_subclass(torch.Tensor).to("cpu").contiguous(), device)
@@ -140,7 +153,8 @@ def _from_numpy(value):
 def decode(enc, resolve=None, device_map=None, _state=None, _depth: int = 0):
     """The value of a tagged tree, checking every node; handles go through resolve(id, type name).
 
-    device_map(name) says where a tensor that was on device `name` goes on this side.
+    device_map(name) says where a tensor, or a torch.device, that was on device `name` goes on
+    this side.
     Raises ProtocolError for anything that is not a well-formed tree of plain data.
     """
     state = _state if _state is not None else [0]
@@ -149,7 +163,7 @@ def decode(enc, resolve=None, device_map=None, _state=None, _depth: int = 0):
         raise ProtocolError("the value is too large or too deeply nested")
     if enc is None or type(enc) in (bool, int, float, str):
         return enc
-    if type(enc) is not tuple or not enc or enc[0] not in ("T", "L", "U", "D", "H", "B"):
+    if type(enc) is not tuple or not enc or enc[0] not in ("T", "L", "U", "D", "H", "B", "Y", "V"):
         raise ProtocolError(f"unexpected {type(enc).__name__} in a value")
     tag = enc[0]
     if tag == "B":
@@ -159,6 +173,14 @@ def decode(enc, resolve=None, device_map=None, _state=None, _depth: int = 0):
             return enc[1].encode("latin-1")
         except UnicodeEncodeError:
             raise ProtocolError("malformed bytes") from None
+    if tag == "Y":
+        if len(enc) != 2 or type(enc[1]) is not str or enc[1] not in DTYPES:
+            raise ProtocolError("a malformed or unknown dtype")
+        return DTYPES[enc[1]]
+    if tag == "V":
+        if len(enc) != 2 or enc[1] not in ("cpu", "cuda"):
+            raise ProtocolError("a malformed or unknown device")
+        return torch.device(device_map(enc[1]) if device_map else enc[1])
     if tag == "T":
         if len(enc) != 3 or type(enc[1]) not in TENSOR_TYPES or type(enc[2]) is not str:
             raise ProtocolError("a malformed tensor")
