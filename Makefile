@@ -68,6 +68,7 @@ autograde: install vendor
 bench: install
 	$(BIN)/python bench/bench_sdpa.py
 	$(BIN)/python bench/bench_grader.py
+	$(BIN)/python bench/bench_bpe.py
 
 lock: install
 	$(PY) -m pip freeze --exclude-editable | sed 's/+cpu$$//' > constraints.txt
