@@ -16,8 +16,9 @@ least 20x faster than the naive one, and within 10x of ``tokenizers``, at the la
 The text is English prose, ``attention_data.corpus.sample(size, seed)``: the book's own
 paragraphs drawn with replacement by a seeded generator until the size is reached. The distinct
 pieces are therefore those of the corpus (about 2,700), however large the text: that favours
-the incremental trainer, whose work after one pass over the text depends on the distinct pieces,
-over ``tokenizers``, which pays a fixed cost per piece in Rust. Every trainer's time includes
+the incremental trainer, whose work after one pass over the text depends only on the distinct
+pieces; on text with many more distinct words its ratio to ``tokenizers`` may be less good (not
+measured here). Every trainer's time includes
 cutting the text into pieces. The naive trainer runs once, the others the best of three runs.
 With the defaults the whole run takes about three and a half minutes on a two-core machine,
 almost all of it the naive trainer at 1 MB.
