@@ -41,8 +41,9 @@ The wire
     Frames are an 8-byte big-endian length and a ``torch.save`` payload, read on both sides with
     ``torch.load(weights_only=True)``. Values are tagged trees (``runner.encode``): tensors (with
     the device they were on), None, bool, int, float, str, bytes, torch dtypes and devices (by
-    name, from a fixed list), lists, tuples, dicts with any such keys, and handles for objects that stay in the sandbox (a module, a tokenizer). Every
-    frame and value is checked (``runner.decode``) before use.
+    name, from a fixed list), lists, tuples, dicts with any such keys, and handles for objects
+    that stay in the sandbox (a module, a tokenizer). Every frame and value is checked
+    (``runner.decode``) before use.
 
 Time
     A cell, and a part's check, run under a limit the runner enforces itself (an alarm); if the
