@@ -1,8 +1,10 @@
-"""Data sets the book and its exercises generate for themselves: seeded, small, never downloaded.
+"""Data the book and its exercises generate or ship themselves: seeded, small, never downloaded.
 
 - :mod:`attention_data.translation`: a toy translation task from an English-like subject–verb–object
   language into a Korean-like subject–object–verb language with particles. Chapters 1–3 train on it
   and compare their models on it; the capstone uses it again.
+- :mod:`attention_data.corpus`: text the project ships for chapter 9's tokenizers: the book's own
+  English prose and a Korean text written for the course.
 
 This package is public: it holds data, not answers. The grader never imports it.
 """
