@@ -200,7 +200,8 @@ def graded(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("engine")
+# its own group: the graded course is built once, on one worker, beside the book or the engine
+@pytest.mark.xdist_group("contract")
 @pytest.mark.parametrize("slug", SLUGS)
 def test_the_solution_gets_full_marks_and_the_blank_release_zero(graded, slug):
     course = graded.course

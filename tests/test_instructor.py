@@ -252,7 +252,6 @@ def _agree(course: Course) -> dict[str, dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("engine")
 def test_a_week_from_an_lms_download_to_grades_the_lms_imports(tmp_path):
     from nbgrader.api import Gradebook
 
