@@ -13,13 +13,7 @@ from autograder.chapters.ch01_seq2seq_bottleneck import checks, wrong
 from autograder.chapters.ch01_seq2seq_bottleneck import reference as ref
 from autograder.toolkit import CheckFailed
 
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda",
-        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here"),
-    ),
-]
+from chapter_helpers import DEVICES
 
 
 def padded_batch(lengths, S, seed=0, vocab=23):

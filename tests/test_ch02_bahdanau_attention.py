@@ -16,13 +16,7 @@ from autograder.chapters.ch02_bahdanau_attention import checks, wrong
 from autograder.chapters.ch02_bahdanau_attention import reference as ref
 from autograder.toolkit import CheckFailed
 
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda",
-        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here"),
-    ),
-]
+from chapter_helpers import DEVICES, judge_with_mistake
 
 
 def draw(B, S, Eq, Ek, seed, dtype=torch.float64, device="cpu"):
@@ -262,23 +256,6 @@ class AdditiveAttention(AdditiveAttention):
 def test_in_the_sandbox_a_wrong_part_costs_that_part_only(mistake, failing):
     """Through the sandbox's handles: the attention's check has the judge's masked_softmax stand
     in, and the decoder's check asks the student's own attention, held in the sandbox."""
-    import nbformat
-
-    from autograder.chapters import load
-    from autograder.engine.judge import Options, judge_notebook
-
-    from nbgrader_helpers import REPO, SOLUTION_MARKERS
-
-    chapter = load("ch02_bahdanau_attention")
-    nb = nbformat.read(chapter.notebook(), as_version=4)
-    cells = []
-    for cell in nb.cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if cell.cell_type == "code" and (meta.get("solution") or meta.get("grade_id") == "setup"):
-            lines = [ln for ln in cell.source.split("\n") if ln.strip() not in SOLUTION_MARKERS]
-            cells.append((len(cells), "\n".join(lines)))
-    cells.append((len(cells), mistake))
-    run = judge_notebook(cells, chapter.parts, Options(part_seconds=120, hidden=(str(REPO),)))
-    verdicts = {v.grade_id: (v.passed, v.message) for v in run.verdicts}
+    verdicts = judge_with_mistake("ch02_bahdanau_attention", mistake)
     assert {gid for gid, (passed, _) in verdicts.items() if not passed} == {failing}, verdicts
     assert "padding" in verdicts[failing][1] or "batch" in verdicts[failing][1], verdicts

@@ -14,13 +14,7 @@ from autograder.chapters.ch04_self_attention import checks
 from autograder.chapters.ch04_self_attention import reference as ref
 from autograder.toolkit import TOLERANCES, CheckFailed
 
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda",
-        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here"),
-    ),
-]
+from chapter_helpers import DEVICES
 
 
 def draw(batch, L, S, E, Ev, seed, dtype, device):

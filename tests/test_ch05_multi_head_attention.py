@@ -15,13 +15,7 @@ from autograder.chapters.ch05_multi_head_attention import checks, wrong
 from autograder.chapters.ch05_multi_head_attention import reference as ref
 from autograder.toolkit import TOLERANCES, CheckFailed
 
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda",
-        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here"),
-    ),
-]
+from chapter_helpers import DEVICES
 
 
 def draw(B, L, S, E, seed, dtype, device):

@@ -12,13 +12,8 @@ from autograder.chapters.ch06_add_and_norm import checks
 from autograder.chapters.ch06_add_and_norm import reference as ref
 from autograder.toolkit import TOLERANCES, CheckFailed
 
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda",
-        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here"),
-    ),
-]
+from chapter_helpers import DEVICES
+
 DTYPES = [torch.float32, torch.float64]
 
 

@@ -16,13 +16,8 @@ from autograder.chapters.ch07_positional_encoding import checks
 from autograder.chapters.ch07_positional_encoding import reference as ref
 from autograder.toolkit import TOLERANCES, CheckFailed
 
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda",
-        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here"),
-    ),
-]
+from chapter_helpers import DEVICES, judge_with_mistake
+
 DTYPES = [torch.float32, torch.float64]
 
 
@@ -367,24 +362,7 @@ def permutation_equivariance_gap(x, perm, pe=None, is_causal=False):
 def test_in_the_sandbox_a_wrong_part_costs_that_part_only(mistake, failing, words):
     """Through the sandbox: the module's check has the judge's table stand in for the student's,
     and reads the module's buffers and parameters from the sandbox."""
-    import nbformat
-
-    from autograder.chapters import load
-    from autograder.engine.judge import Options, judge_notebook
-
-    from nbgrader_helpers import REPO, SOLUTION_MARKERS
-
-    chapter = load("ch07_positional_encoding")
-    nb = nbformat.read(chapter.notebook(), as_version=4)
-    cells = []
-    for cell in nb.cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if cell.cell_type == "code" and (meta.get("solution") or meta.get("grade_id") == "setup"):
-            lines = [ln for ln in cell.source.split("\n") if ln.strip() not in SOLUTION_MARKERS]
-            cells.append((len(cells), "\n".join(lines)))
-    cells.append((len(cells), mistake))
-    run = judge_notebook(cells, chapter.parts, Options(part_seconds=120, hidden=(str(REPO),)))
-    verdicts = {v.grade_id: (v.passed, v.message) for v in run.verdicts}
+    verdicts = judge_with_mistake("ch07_positional_encoding", mistake)
     assert {gid for gid, (passed, _) in verdicts.items() if not passed} == failing, verdicts
     messages = " ".join(message for _, message in verdicts.values())
     assert all(word in messages for word in words), verdicts

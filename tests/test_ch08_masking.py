@@ -16,13 +16,8 @@ from autograder.chapters.ch08_masking import checks, wrong
 from autograder.chapters.ch08_masking import reference as ref
 from autograder.toolkit import TOLERANCES, CheckFailed
 
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda",
-        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here"),
-    ),
-]
+from chapter_helpers import DEVICES
+
 DTYPES = [torch.float32, torch.float64]
 
 

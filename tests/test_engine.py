@@ -28,7 +28,6 @@ import textwrap
 import time
 import uuid
 
-import engine_fixture
 import nbformat
 import pytest
 import torch
@@ -38,6 +37,7 @@ from autograder import chapters
 from autograder.engine.grade import Course, _digest, grade_assignment
 from autograder.toolkit import CheckFailed
 
+import engine_fixture
 from nbgrader_helpers import (
     HIDDEN_TEST_MARKERS,
     REPO,

@@ -1,0 +1,44 @@
+"""What the chapters' test files share: the devices they run on, and a known mistake judged in the
+real sandbox next to the rest of the chapter's solution.
+
+Not here: what a chapter's tests assert (each test file says it), and the contract every chapter
+meets (test_chapter_contract.py).
+"""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+import torch
+
+from nbgrader_helpers import REPO, SOLUTION_MARKERS
+
+# Every test that takes a device runs on the CPU, and on CUDA where there is one.
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here"),
+    ),
+]
+
+
+def judge_with_mistake(slug: str, mistake: str, part_seconds: int = 120) -> dict:
+    """Run the chapter's setup and solution cells, then `mistake` (code that redefines one part
+    wrongly), in the sandbox, and judge every part: {grade id: (passed, message)}."""
+    from autograder.chapters import load
+    from autograder.engine.judge import Options, judge_notebook
+
+    chapter = load(slug)
+    nb = nbformat.read(chapter.notebook(), as_version=4)
+    cells = []
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type == "code" and (meta.get("solution") or meta.get("grade_id") == "setup"):
+            lines = [ln for ln in cell.source.split("\n") if ln.strip() not in SOLUTION_MARKERS]
+            cells.append((len(cells), "\n".join(lines)))
+    cells.append((len(cells), mistake))
+    run = judge_notebook(
+        cells, chapter.parts, Options(part_seconds=part_seconds, hidden=(str(REPO),))
+    )
+    return {v.grade_id: (v.passed, v.message) for v in run.verdicts}
