@@ -1002,11 +1002,13 @@ def test_the_search_page_finds_a_word_of_a_chapter(browser):
         """
         const done = arguments[arguments.length - 1];
         const start = Date.now();
+        // Sphinx lists the hits one by one and writes its summary line only when it is done.
         (function poll() {
-          const hits = document.querySelectorAll("#search-results li, ul.search li");
-          if (hits.length || Date.now() - start > 30000)
+          const summary = document.querySelector("p.search-summary");
+          if ((summary && summary.innerText.trim()) || Date.now() - start > 60000) {
+            const hits = document.querySelectorAll("#search-results li, ul.search li");
             done(Array.from(hits).map(li => li.querySelector("a").getAttribute("href")));
-          else setTimeout(poll, 250);
+          } else setTimeout(poll, 250);
         })();
         """
     )
