@@ -3,8 +3,9 @@
 A fixture that costs minutes (building the book, grading a course) is session-scoped even when one
 file uses it. `make test` runs under pytest-xdist with `--dist loadgroup`: a worker may be handed
 another file's tests between two of this file's, and pytest tears a module-scoped fixture down at
-that point and builds it again when the file's next test comes (the book was being built twice,
-and two test courses graded twice).
+that point and builds it again when the file's next test comes. Each worker has its own session,
+so the tests of such a fixture share an `xdist_group`, which keeps them on one worker;
+tests/test_suite_setup.py checks that the groups hold.
 """
 
 from pathlib import Path
