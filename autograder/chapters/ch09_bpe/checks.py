@@ -14,7 +14,8 @@ the instructions ask, is judged on its own logic. In the grader's sandbox every 
 stand-in is a round trip to the judge, so the texts the class is trained on here are short
 (hundreds of bytes) and the merges few.
 
-Not here: the reference (``reference.py``) and the known-wrong implementations (``wrong.py``).
+Not here: the reference (``reference.py``) and the known-wrong implementations (``wrong.py``),
+which the checks of Parts 1 and 2 also use to name a student's mistake.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections import Counter
 
 from autograder.toolkit import CheckFailed, Subject, calling, check, raises
 
+from . import wrong
 from .reference import BPETokenizer, get_pair_counts, merge, pretokenize
 
 __all__ = ["check_get_pair_counts", "check_merge", "check_bpe_tokenizer"]
@@ -65,33 +67,24 @@ def _as_counts(result, what: str) -> dict:
     return result
 
 
-def _counts_without_overlaps(ids) -> dict:
-    counts, i = {}, 0
-    while i + 1 < len(ids):
-        pair = (ids[i], ids[i + 1])
-        counts[pair] = counts.get(pair, 0) + 1
-        i += 2 if ids[i] == ids[i + 1] else 1
-    return counts
-
-
-# Known mistakes in counting, each with what to say; a mistake is named when it explains the
-# failing input and every probe below.
+# Known mistakes in counting (from the chapter's wrong bank), each with what to say; a mistake is
+# named when it explains the failing input and every probe below.
 _COUNT_MISTAKES = [
     (
-        lambda ids: get_pair_counts(list(ids) + ids[:1]) if len(ids) > 1 else {},
+        wrong.counts_wrap_around,
         "the last id is paired with the first; the list does not wrap around.",
     ),
     (
-        lambda ids: get_pair_counts(ids[:-1]),
+        wrong.counts_missing_last_pair,
         "the last pair is missing; a list of n ids has n - 1 adjacent pairs.",
     ),
     (
-        _counts_without_overlaps,
+        wrong.counts_without_overlaps,
         "a run like [7, 7, 7] holds the pair (7, 7) twice (at positions 0-1 and 1-2); count "
         "overlapping pairs too: counting is not merging.",
     ),
     (
-        lambda ids: dict.fromkeys(get_pair_counts(ids), 1),
+        wrong.counts_presence_only,
         "every count is 1; count how many times each pair occurs, not only whether it occurs.",
     ),
 ]
@@ -140,58 +133,21 @@ def check_get_pair_counts(fn: Subject) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _merge_right_to_left(ids, pair, new_id) -> list[int]:
-    return merge(ids[::-1], pair[::-1], new_id)[::-1]
-
-
-def _merge_first_only(ids, pair, new_id) -> list[int]:
-    for i in range(len(ids) - 1):
-        if (ids[i], ids[i + 1]) == pair:
-            return [*ids[:i], new_id, *ids[i + 2 :]]
-    return list(ids)
-
-
-def _merge_reusing(ids, pair, new_id) -> list[int]:
-    """A run [7, 7, 7] becomes [new, new]: the middle 7 used by two merges."""
-    out, i = [], 0
-    while i < len(ids):
-        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
-            out.append(new_id)
-            i += 1 if i + 2 < len(ids) and (ids[i + 1], ids[i + 2]) == pair else 2
-        else:
-            out.append(ids[i])
-            i += 1
-    return out
-
-
-def _merge_drops_last(ids, pair, new_id) -> list[int]:
-    """A loop over i < len(ids) - 1 that forgets an id left over at the end."""
-    out, i = [], 0
-    while i < len(ids) - 1:
-        if (ids[i], ids[i + 1]) == pair:
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(ids[i])
-            i += 1
-    return out
-
-
 _MERGE_MISTAKES = [
     (
-        _merge_right_to_left,
+        wrong.merge_right_to_left,
         "in an overlapping run the rightmost pair was merged ([7, 7, 7] with (7, 7) gave "
         "[7, new]); scan from the left, so that [7, 7, 7] gives [new, 7].",
     ),
     (
-        _merge_reusing,
+        wrong.merge_overlaps_twice,
         "in an overlapping run one id went into two merges ([7, 7, 7] with (7, 7) gave "
         "[new, new]); after replacing a pair, skip both of its ids, so that [7, 7, 7] gives "
         "[new, 7].",
     ),
-    (_merge_first_only, "only the first occurrence was replaced; replace every one."),
+    (wrong.merge_first_only, "only the first occurrence was replaced; replace every one."),
     (
-        _merge_drops_last,
+        wrong.merge_drops_last,
         "the last id was dropped; an id at the end that is not part of the pair stays in the "
         "result.",
     ),
