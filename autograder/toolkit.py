@@ -11,10 +11,16 @@ runs in a sandbox, and the check holds a ``RemoteSubject`` (``autograder/engine/
 sends the inputs there and gets outputs back as data. Both go through the same calls
 (``autograder/engine/runner.py``): the same seeding, the same gradients, the same conversions.
 
-**One bug, one part.** ``@check(stand_ins={"attention_weights": reference.attention_weights})``
-makes every call of ``attention_weights`` from the student's code, for as long as the check runs,
-reach the reference instead of the student's own earlier part: a mistake in Part 2 then costs Part
-2 only. In the sandbox the stand-in answers from outside (the reference never enters it).
+**One bug, one part; stand-ins only where needed.** ``@check(stand_ins={"attention_weights":
+reference.attention_weights})`` declares that the student's code may call ``attention_weights``,
+an earlier part of the chapter. While the check runs, that name is the student's own when it
+passes its own part's checks, and the reference otherwise (or when the student never defined it):
+a mistake in Part 2 then costs Part 2 only, and a correct Part 2 (with an extra optional argument,
+say) is what Part 3 runs on. When a stand-in was used and the check fails, its message says which
+name was replaced and why. In the sandbox a stand-in answers from outside (the reference never
+enters it); a name with no graded part in the chapter is always stood in for.
+:func:`through` lets a check compute its expected values through the student's own earlier
+functions, where it passed them, so that a freedom the instructions leave is not charged twice.
 
 Not here: a chapter's references, checks and known-wrong implementations
 (``autograder/chapters/<slug>/``), and the grading engine (``autograder/engine/``).
@@ -23,6 +29,7 @@ Not here: a chapter's references, checks and known-wrong implementations
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import inspect
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -47,6 +54,11 @@ __all__ = [
     "cases",
     "attention_rows",
     "module_state",
+    "through",
+    "close",
+    "draw",
+    "dtype_name",
+    "label",
 ]
 
 
@@ -134,8 +146,36 @@ class Subject:
     def standing_in(self, stand_ins: Mapping[str, Callable]):
         raise NotImplementedError
 
+    def sibling(self, name: str) -> Subject | None:
+        """Another name the student's notebook defines, as a Subject; None if it has none."""
+        raise NotImplementedError
+
+    def checks_of(self, name: str, checker: Callable) -> list[Callable] | None:
+        """The checks of the student's `name`, as the chapter grades it (None: not graded)."""
+        from autograder import chapters
+
+        slug = chapters.chapter_of(checker)
+        if slug is None:
+            return None
+        return [p.check for p in chapters.load(slug).parts_of(name)] or None
+
+    def verdict(self, name: str):
+        """Why the student's own `name` was replaced (a str), None if it passed its checks, or
+        UNKNOWN if it has not been checked yet."""
+        return UNKNOWN
+
+    def remember(self, name: str, why: str | None) -> None:
+        """Keep the verdict on `name` for the other checks of this grading."""
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.label}>"
+
+
+UNKNOWN = object()
+
+# (id of the namespace, name, id of the object) -> why it is replaced, or None: the verdicts of
+# the student's own earlier parts in this process (a plain nbgrader run, pytest).
+_LOCAL_VERDICTS: dict[tuple[int, str, int], str | None] = {}
 
 
 class LocalSubject(Subject):
@@ -179,6 +219,26 @@ class LocalSubject(Subject):
         self.obj.to(device=device, dtype=dtype)
         return self
 
+    def sibling(self, name: str) -> LocalSubject | None:
+        namespace = _namespace_of(self.obj)
+        if namespace is None or name not in namespace:
+            return None
+        return LocalSubject(namespace[name], name)
+
+    def _key(self, name: str) -> tuple[int, str, int] | None:
+        namespace = _namespace_of(self.obj)
+        if namespace is None or name not in namespace:
+            return None
+        return (id(namespace), name, id(namespace[name]))
+
+    def verdict(self, name: str):
+        return _LOCAL_VERDICTS.get(self._key(name), UNKNOWN)
+
+    def remember(self, name: str, why: str | None) -> None:
+        key = self._key(name)
+        if key is not None:
+            _LOCAL_VERDICTS[key] = why
+
     @contextlib.contextmanager
     def standing_in(self, stand_ins: Mapping[str, Callable]) -> Iterator[None]:
         namespace = _namespace_of(self.obj)
@@ -220,8 +280,8 @@ def as_subject(student) -> Subject:
 
 def check(*, stand_ins: Mapping[str, Callable] | None = None):
     """Make a check: it takes the student's code (a Subject, or the object itself) and raises
-    CheckFailed; while it runs, the names in `stand_ins` reach the given references instead of
-    the student's own earlier parts.
+    CheckFailed. While it runs, each name in `stand_ins` is the student's own when that passes its
+    own part's checks, and the given reference otherwise (see the module's docstring).
     """
     stand_ins = dict(stand_ins or {})
 
@@ -229,13 +289,103 @@ def check(*, stand_ins: Mapping[str, Callable] | None = None):
         @functools.wraps(body)
         def run(student) -> None:
             subject = as_subject(student)
-            with subject.standing_in(stand_ins):
-                body(subject)
+            replaced: dict[str, str] = {}  # name -> why the student's own is not used
+            active: dict[str, Callable] = {}
+            own: dict[str, Subject] = {}
+            for name, reference in stand_ins.items():
+                why = _why_replaced(subject, name, run)
+                if why is None:
+                    own[name] = subject.sibling(name)
+                    continue
+                active[name] = reference
+                if why:
+                    replaced[name] = why
+            token = _OWN.set(own)
+            try:
+                with subject.standing_in(active):
+                    body(subject)
+            except CheckFailed as exc:
+                if not replaced:
+                    raise
+                raise CheckFailed(f"{exc} {_replaced_note(replaced)}") from None
+            finally:
+                _OWN.reset(token)
 
         run.stand_ins = stand_ins
         return run
 
     return decorate
+
+
+# The student's own earlier parts that a running check uses (they passed their checks).
+_OWN: contextvars.ContextVar[dict | None] = contextvars.ContextVar("own_parts", default=None)
+
+
+def _why_replaced(subject: Subject, name: str, checker: Callable) -> str | None:
+    """None when the student's own `name` is used; else why the reference stands in ("" when the
+    name is not graded in the chapter, so it always stands in and that is no news)."""
+    own = subject.sibling(name)
+    if own is None:
+        return f"your notebook does not define {name}"
+    why = subject.verdict(name)
+    if why is not UNKNOWN:
+        return why
+    checks = subject.checks_of(name, checker)
+    if checks is None:
+        return ""
+    why = None
+    for fn in checks:
+        try:
+            fn(own)
+        except (CheckFailed, GradingAborted) as exc:
+            why = fails_own_check(name, str(exc))
+            break
+    subject.remember(name, why)
+    return why
+
+
+def fails_own_check(name: str, message: str) -> str:
+    """Why the student's own `name` is not used: its check failed with `message`."""
+    return f"your {name} fails its own part's check ({_first_sentence(message)})"
+
+
+def _first_sentence(text: str, limit: int = 200) -> str:
+    text = text.strip().split("\n")[0]
+    cut = text.find(". ")
+    text = text[: cut + 1] if 0 < cut < limit else text
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _replaced_note(replaced: Mapping[str, str]) -> str:
+    names = ", ".join(replaced)
+    whys = "; ".join(replaced.values())
+    return (
+        f"(While this part was checked, the course's correct {names} stood in for yours: {whys}. "
+        "Fix that part first. The stand-in takes the arguments the instructions describe, so a "
+        "call made any other way fails here.)"
+    )
+
+
+@contextlib.contextmanager
+def through(module) -> Iterator[None]:
+    """Inside the block, `module`'s global names of the running check's stand-ins reach the
+    student's own earlier parts where they passed their checks: expected values computed with
+    the reference module then go through the same earlier functions as the student's code.
+
+    Only for earlier parts that are functions returning plain data (a class would come back as a
+    handle the reference cannot use).
+    """
+    own = _OWN.get() or {}
+    saved = {}
+    for name, subject in own.items():
+        if subject is not None and hasattr(module, name):
+            saved[name] = getattr(module, name)
+            setattr(module, name, subject)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(module, name, value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -333,6 +483,44 @@ def cases(
         for dtype in dtypes:
             for i, shape in enumerate(shapes):
                 yield device, dtype, (seeds[i] if seeds else i), shape
+
+
+def draw(shape, seed: int, device="cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Standard normal values of `shape` from `seed`, the same numbers on every device and dtype
+    (drawn in float64 on the CPU, then cast and moved)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """torch.float32 -> "float32"."""
+    return str(dtype).removeprefix("torch.")
+
+
+def label(dtype: torch.dtype, device) -> str:
+    """(torch.float32, cuda:0) -> "float32, cuda": how a check's message names a case."""
+    return f"{dtype_name(dtype)}, {torch.device(device).type}"
+
+
+def close(
+    actual,
+    expected: torch.Tensor,
+    dtype: torch.dtype | None = None,
+    *,
+    tolerance: tuple[float, float] | None = None,
+    equal_nan: bool = False,
+) -> bool:
+    """Whether `actual` is a tensor of `expected`'s shape, on its kind of device, and equal to it
+    within the tolerance of `dtype` (default: expected's); for telling mistakes apart, where
+    :func:`compare` would raise."""
+    if not isinstance(actual, torch.Tensor) or actual.shape != expected.shape:
+        return False
+    if actual.device.type != expected.device.type:
+        return False
+    rtol, atol = tolerance or TOLERANCES[dtype or expected.dtype]
+    return bool(
+        torch.allclose(actual.to(expected.dtype), expected, rtol, atol, equal_nan=equal_nan)
+    )
 
 
 def attention_rows(weights, mask: torch.Tensor | None, what: str) -> None:

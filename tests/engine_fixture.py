@@ -205,12 +205,15 @@ def first_scaled(x, f):
     return x * f
 
 
-PARTS = (
-    Part("pair_counts_tests", "pair_counts", check_pair_counts),
-    Part("to_bytes_tests", "to_bytes", check_to_bytes),
-    Part("full_tests", "full", check_full),
-    Part("scale_all_tests", "scale_all", check_scale_all),
-    Part("first_scaled_tests", "first_scaled", check_first_scaled),
-    Part("tokenizer_tests", "Tokenizer", check_tokenizer),
-    Part("tiny_decoder_tests", "TinyDecoder", check_tiny_decoder),
+PARTS = tuple(
+    Part(gid, name, fn, 1.0)
+    for gid, name, fn in (
+        ("pair_counts_tests", "pair_counts", check_pair_counts),
+        ("to_bytes_tests", "to_bytes", check_to_bytes),
+        ("full_tests", "full", check_full),
+        ("scale_all_tests", "scale_all", check_scale_all),
+        ("first_scaled_tests", "first_scaled", check_first_scaled),
+        ("tokenizer_tests", "Tokenizer", check_tokenizer),
+        ("tiny_decoder_tests", "TinyDecoder", check_tiny_decoder),
+    )
 )

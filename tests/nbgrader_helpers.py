@@ -20,11 +20,13 @@ from pathlib import Path
 
 import nbformat
 
+from autograder import chapters
+
 REPO = Path(__file__).resolve().parents[1]
 NBFORMAT_VERSION = 4
 
-SOLUTION_MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
-HIDDEN_TEST_MARKERS = ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
+SOLUTION_MARKERS = chapters.SOLUTION
+HIDDEN_TEST_MARKERS = chapters.HIDDEN_TESTS
 
 
 def assignments() -> list[str]:
@@ -108,8 +110,7 @@ def filled_in(release: nbformat.NotebookNode, source: nbformat.NotebookNode):
     nb = nbformat.from_dict(release)
     for cell in nb.cells:
         if is_solution(cell):
-            lines = cell_by_id(source, grade_id(cell)).source.split("\n")
-            cell.source = "\n".join(line for line in lines if line.strip() not in SOLUTION_MARKERS)
+            cell.source = chapters.without_markers(cell_by_id(source, grade_id(cell)).source)
     return nb
 
 
@@ -134,14 +135,8 @@ def submit(course: Path, student: str, assignment: str, nb: nbformat.NotebookNod
 
 def regions(text: str, markers: tuple[str, str]) -> Iterator[str]:
     """The lines strictly between each pair of begin/end markers in `text`."""
-    inside = False
-    for line in text.split("\n"):
-        if markers[0] in line:
-            inside = True
-        elif markers[1] in line:
-            inside = False
-        elif inside:
-            yield line
+    for block in chapters.regions(text, markers):
+        yield from block.split("\n")
 
 
 def tree_digest(folder: Path) -> dict[str, str]:

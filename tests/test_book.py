@@ -34,6 +34,8 @@ import pytest
 import yaml
 from bs4 import BeautifulSoup
 
+from autograder import chapters
+
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("book")]
 
 BUILD_TIMEOUT_S = 1800
@@ -669,12 +671,6 @@ def _normalise(text: str) -> str:
     return " ".join(text.split())
 
 
-def _between(source: str, begin: str, end: str) -> list[str]:
-    return re.findall(
-        rf"^[ \t]*{re.escape(begin)}[^\n]*\n(.*?)^[ \t]*{re.escape(end)}", source, flags=re.S | re.M
-    )
-
-
 def _secrets(repo_root: Path, slug: str = "") -> tuple[list[str], list[str]]:
     """(solution blocks, hidden-test blocks) of every source notebook in solutions/ (of one
     chapter's, with `slug`)."""
@@ -685,11 +681,11 @@ def _secrets(repo_root: Path, slug: str = "") -> tuple[list[str], list[str]]:
     for path in notebooks:
         for cell in nbformat.read(path, as_version=4).cells:
             src = cell.source
-            blocks = _between(src, "### BEGIN SOLUTION", "### END SOLUTION")
+            blocks = list(chapters.regions(src, chapters.SOLUTION))
             if cell.get("metadata", {}).get("nbgrader", {}).get("solution") and not blocks:
                 blocks = [src]  # without delimiters, nbgrader replaces the whole cell
             solutions += blocks
-            hidden += _between(src, "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
+            hidden += chapters.regions(src, chapters.HIDDEN_TESTS)
     assert solutions, "found no solution in solutions/: has the delimiter changed?"
     return solutions, hidden
 

@@ -1,16 +1,21 @@
 """The chapter contract, checked for every chapter in autograder/chapters/.
 
-A new chapter gets all of this by adding its package (declaration, reference, checks, wrong bank),
-its source notebook, its release and its page: nothing here names a chapter. Points are read from
-the source notebook, the one place they are written.
+A new chapter gets all of this by adding its package (checks, reference, wrong and right banks),
+its source notebook, its release and its page: nothing here names a chapter. What is graded is
+read from the source notebook (``autograder.chapters.load``), the one place it is written.
 
-- every graded code cell is a declared part, and its hidden test calls exactly its declared check;
-- the reference passes every check; every known mistake fails its part's check, with a message
-  that names a property and prints no tensor values;
-- one bug costs one part: with a known mistake in one part and the solution everywhere else,
-  every other part still passes;
+- every graded code cell's hidden test is one check of one name, and no cell that is graded all
+  or nothing is worth more than 3 points;
+- the reference passes every check;
+- every known mistake (the wrong bank) fails a check of its name, with a message that contains the
+  phrase the bank gives for it and prints no tensor values;
+- every correct variant (the right bank: at least three per graded name) passes every check of its
+  name: a check stricter than its instructions fails here;
+- one bug costs one name: with a known mistake, or a correct variant, in one name and the solution
+  everywhere else, every other name's checks pass;
 - the solution notebook, handed in as a student would, gets full automatic marks through the real
-  batch grader, and the untouched release gets 0, each with a row and feedback;
+  batch grader, and so does a notebook assembled from right variants; the untouched release gets 0,
+  each with a row and feedback;
 - the page is in the book and never reaches for the grader.
 """
 
@@ -18,9 +23,12 @@ from __future__ import annotations
 
 import ast
 import csv
+import inspect
 import re
 import shutil
+import textwrap
 import warnings
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -29,20 +37,13 @@ import yaml
 from autograder import chapters
 from autograder.toolkit import CheckFailed
 
-from nbgrader_helpers import (
-    HIDDEN_TEST_MARKERS,
-    REPO,
-    SOLUTION_MARKERS,
-    filled_in,
-    make_course,
-    read_notebook,
-    regions,
-    submit,
-)
+from nbgrader_helpers import REPO, filled_in, make_course, read_notebook, submit
 
 SLUGS = chapters.slugs()
 # A printed tensor, or three numbers with 3+ decimals in a row: values a message must not show.
 VALUES = re.compile(r"tensor\(|(-?\d+\.\d{3,}\D{1,3}){3}")
+ALL_OR_NOTHING_MAX = 3  # points a graded cell may be worth when its check passes or fails whole
+RIGHT_VARIANTS_MIN = 3
 
 
 def _meta(cell) -> dict:
@@ -53,40 +54,37 @@ def _source(slug: str):
     return read_notebook(REPO / "solutions" / slug / f"{slug}.ipynb")
 
 
-def _test_cells(nb) -> dict[str, str]:
-    """{grade id: source} of the graded code cells that are not answers (the test cells)."""
-    return {
-        _meta(c)["grade_id"]: c.source
-        for c in nb.cells
+def _quietly(fn, *args):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args)
+
+
+def _failures(chapter: chapters.Chapter, name: str, impl) -> dict[str, str]:
+    """{grade id: message} of the checks of `name` that `impl` fails."""
+    failed = {}
+    for part in chapter.parts_of(name):
+        try:
+            _quietly(part.check, impl)
+        except CheckFailed as exc:
+            failed[part.grade_id] = str(exc)
+    return failed
+
+
+@pytest.mark.parametrize("slug", SLUGS)
+def test_every_graded_code_cell_is_one_check_of_one_name(slug):
+    chapter = chapters.load(slug)  # raises, naming the cell, for a hidden test of another form
+    auto = {
+        _meta(c)["grade_id"]
+        for c in _source(slug).cells
         if c.cell_type == "code" and _meta(c).get("grade") and not _meta(c).get("solution")
     }
-
-
-@pytest.mark.parametrize("slug", SLUGS)
-def test_every_graded_code_cell_is_a_declared_part(slug):
-    chapter = chapters.load(slug)
-    declared = [p.grade_id for p in chapter.parts]
-    assert sorted(_test_cells(_source(slug))) == sorted(declared)
-    assert len(set(declared)) == len(declared)
-    points = chapter.points()
-    assert all(points[gid] > 0 for gid in declared), points
-
-
-@pytest.mark.parametrize("slug", SLUGS)
-def test_each_hidden_test_calls_its_declared_check(slug):
-    chapter = chapters.load(slug)
-    package = __import__(f"autograder.chapters.{slug}", fromlist=["CHAPTER"])
-    for gid, source in _test_cells(_source(slug)).items():
-        part = chapter.part(gid)
-        hidden = "\n".join(regions(source, HIDDEN_TEST_MARKERS))
-        tree = ast.parse(hidden)
-        check_name = part.check.__name__
-        assert getattr(package, check_name) is part.check, f"{slug}.{check_name} is not the part's"
-        expected = [
-            f"from autograder.chapters.{slug} import {check_name}",
-            f"{check_name}({part.name})",
-        ]
-        assert [ast.unparse(node) for node in tree.body] == expected, gid
+    assert sorted(p.grade_id for p in chapter.parts) == sorted(auto)
+    for part in chapter.parts:
+        assert 0 < part.points <= ALL_OR_NOTHING_MAX, (
+            f"{part.grade_id} is worth {part.points:g} points, all or nothing: split it into "
+            f"graded cells of at most {ALL_OR_NOTHING_MAX} points, one per behaviour"
+        )
 
 
 @pytest.mark.parametrize("slug", SLUGS)
@@ -94,25 +92,48 @@ def test_the_reference_passes_every_check(slug):
     chapter = chapters.load(slug)
     reference = __import__(f"autograder.chapters.{slug}.reference", fromlist=["_"])
     for part in chapter.parts:
-        part.check(getattr(reference, part.name))
+        _quietly(part.check, getattr(reference, part.name))
 
 
 @pytest.mark.parametrize("slug", SLUGS)
-def test_every_known_mistake_fails_its_part_and_shows_no_values(slug):
+def test_every_known_mistake_is_caught_and_named(slug):
     chapter = chapters.load(slug)
-    names = {p.name for p in chapter.parts}
-    assert set(chapter.wrong) == names, "every part needs known mistakes, and only parts"
-    for part in chapter.parts:
-        entries = chapter.wrong[part.name]
-        assert len(entries) >= 2, f"{part.name} has fewer than 2 known mistakes"
-        for mistake, impl in entries.items():
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                with pytest.raises(CheckFailed) as caught:
-                    part.check(impl)
-            message = str(caught.value)
-            assert len(message) > 30, (mistake, message)
-            assert not VALUES.search(message), (mistake, message)
+    assert set(chapter.wrong) == set(chapter.names), "every graded name needs known mistakes"
+    problems = []
+    for name in chapter.names:
+        entries = chapter.wrong[name]
+        assert len(entries) >= 2, f"{name} has fewer than 2 known mistakes"
+        for mistake, entry in entries.items():
+            if not isinstance(entry, chapters.Mistake):
+                problems.append(f"{name}: {mistake!r} needs the phrase its message must contain")
+                continue
+            failed = _failures(chapter, name, entry.impl)
+            if not failed:
+                problems.append(f"{name}: {mistake!r} passes every check of {name}")
+                continue
+            messages = " | ".join(failed.values())
+            if entry.says.lower() not in messages.lower():
+                problems.append(f"{name}: {mistake!r}: no message says {entry.says!r}: {messages}")
+            for message in failed.values():
+                if len(message) <= 30 or VALUES.search(message):
+                    problems.append(f"{name}: {mistake!r}: a message too short or with values: "
+                                    f"{message}")  # fmt: skip
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("slug", SLUGS)
+def test_every_correct_variant_gets_full_marks(slug):
+    chapter = chapters.load(slug)
+    assert set(chapter.right) == set(chapter.names), "every graded name needs correct variants"
+    problems = []
+    for name in chapter.names:
+        variants = chapter.right[name]
+        if len(variants) < RIGHT_VARIANTS_MIN:
+            problems.append(f"{name} has fewer than {RIGHT_VARIANTS_MIN} correct variants")
+        for variant, impl in variants.items():
+            for gid, message in _failures(chapter, name, impl).items():
+                problems.append(f"{name}: the correct variant {variant!r} fails {gid}: {message}")
+    assert not problems, "\n".join(problems)
 
 
 def _solution_namespace(slug: str) -> dict:
@@ -124,29 +145,31 @@ def _solution_namespace(slug: str) -> dict:
             continue
         if meta.get("grade") or "visible-tests" in cell.metadata.get("tags", []):
             continue
-        lines = [ln for ln in cell.source.split("\n") if ln.strip() not in SOLUTION_MARKERS]
-        exec(compile("\n".join(lines), f"<{meta['grade_id']}>", "exec"), namespace)
+        code = chapters.without_markers(cell.source)
+        exec(compile(code, f"<{meta['grade_id']}>", "exec"), namespace)
     return namespace
 
 
 @pytest.mark.parametrize("slug", SLUGS)
-def test_one_bug_costs_one_part(slug):
-    """A known mistake in one part, the solution everywhere else: every other part passes."""
+def test_one_bug_costs_one_name_and_a_correct_variant_costs_nothing(slug):
+    """A known mistake, or a correct variant, in one name, the solution everywhere else: every
+    other name's checks pass (a later part runs on an earlier one when it passes its checks,
+    and on the reference when it does not)."""
     chapter = chapters.load(slug)
     failures = []
-    for part in chapter.parts:
-        for mistake, impl in chapter.wrong[part.name].items():
+    for name in chapter.names:
+        entries = {
+            **{f"wrong {k}": getattr(v, "impl", v) for k, v in chapter.wrong.get(name, {}).items()},
+            **{f"right {k}": v for k, v in chapter.right.get(name, {}).items()},
+        }
+        for label, impl in entries.items():
             namespace = _solution_namespace(slug)
-            namespace[part.name] = impl
-            for other in chapter.parts:
-                if other is part:
+            namespace[name] = impl
+            for other in chapter.names:
+                if other == name:
                     continue
-                try:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        other.check(namespace[other.name])
-                except CheckFailed as exc:
-                    failures.append(f"{part.name}:{mistake} cost {other.name}: {exc}")
+                for gid, message in _failures(chapter, other, namespace[other]).items():
+                    failures.append(f"{name}: {label} cost {gid}: {message}")
     assert not failures, "\n".join(failures)
 
 
@@ -164,9 +187,61 @@ def test_the_page_is_in_the_book_and_never_reaches_for_the_grader(slug):
     assert "autograder" not in text and "solutions/" not in text
 
 
+# --- a notebook of correct variants, as a student would hand it in ---------------------------
+
+
+def _imports_of(module) -> str:
+    """The top-level imports of a right bank, minus the package's own (the notebook has no
+    package)."""
+    tree = ast.parse(Path(inspect.getsourcefile(module)).read_text())
+    keep = [
+        node
+        for node in tree.body
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        and not (isinstance(node, ast.ImportFrom) and (node.level or node.module == "__future__"))
+    ]
+    return "\n".join(ast.unparse(node) for node in keep)
+
+
+def right_variant_notebook(slug: str, release, source):
+    """The release with each answer cell holding the *last* correct variant of each name it
+    defines (its source, renamed to the name), so the real grader sees answers unlike the
+    reference. The variants must be self-contained: the bank's imports and nothing else."""
+    chapter = chapters.load(slug)
+    bank = __import__(f"autograder.chapters.{slug}.right", fromlist=["RIGHT"])
+    imports = _imports_of(bank)
+    names_after: dict[str, list[str]] = {}  # answer cell -> the names graded after it
+    current = None
+    for cell in source.cells:
+        meta = _meta(cell)
+        if cell.cell_type == "code" and meta.get("solution") and not meta.get("grade"):
+            current = meta["grade_id"]
+            names_after[current] = []
+        elif current and meta.get("grade") and meta["grade_id"] in {
+            p.grade_id for p in chapter.parts
+        }:
+            name = chapter.part(meta["grade_id"]).name
+            if name not in names_after[current]:
+                names_after[current].append(name)
+    nb = filled_in(release, source)
+    for cell in nb.cells:
+        gid = _meta(cell).get("grade_id")
+        if not names_after.get(gid):
+            continue
+        code = [imports]
+        for name in names_after[gid]:
+            impl = list(chapter.right[name].values())[-1]
+            code.append(textwrap.dedent(inspect.getsource(impl)))
+            if impl.__name__ != name:
+                code.append(f"{name} = {impl.__name__}")
+        cell.source = "\n\n".join(code)
+    return nb
+
+
 class _Graded:
-    """Each chapter's solution and blank release through the real batch grader (2 workers),
-    graded the first time a test asks for that chapter, so `-k <slug>` grades one chapter."""
+    """Each chapter's solution, right-variant notebook and blank release through the real batch
+    grader (2 workers), graded the first time a test asks for that chapter, so `-k <slug>`
+    grades one chapter."""
 
     def __init__(self, root):
         from autograder.engine.grade import Course
@@ -183,6 +258,7 @@ class _Graded:
             source = read_notebook(self.root / "solutions" / slug / f"{slug}.ipynb")
             release = read_notebook(self.root / "exercises" / slug / f"{slug}.ipynb")
             submit(self.root, "solution", slug, filled_in(release, source))
+            submit(self.root, "variants", slug, right_variant_notebook(slug, release, source))
             submit(self.root, "blank", slug, release)
             results = grade_assignment(self.course, slug, workers=2, timeout=60, progress=False)
             with open(self.course.reports / f"{slug}.csv") as f:
@@ -203,18 +279,20 @@ def graded(tmp_path_factory):
 # its own group: the graded course is built once, on one worker, beside the book or the engine
 @pytest.mark.xdist_group("contract")
 @pytest.mark.parametrize("slug", SLUGS)
-def test_the_solution_gets_full_marks_and_the_blank_release_zero(graded, slug):
+def test_correct_notebooks_get_full_marks_and_the_blank_release_zero(graded, slug):
     course = graded.course
     results, rows = graded[slug]
     chapter = chapters.load(slug)
-    auto = sum(chapter.points()[p.grade_id] for p in chapter.parts)
-    solution, blank = results["solution"], results["blank"]
-    assert (solution.status, solution.score) == ("graded", auto), solution.messages
-    assert not solution.messages and not solution.findings
+    auto = sum(p.points for p in chapter.parts)
+    for student in ("solution", "variants"):
+        result = results[student]
+        assert (result.status, result.score) == ("graded", auto), (student, result.messages)
+        assert not result.messages and not result.findings, (student, result.findings)
+    blank = results["blank"]
     assert (blank.status, blank.score) == ("graded", 0)
     assert set(blank.messages) == {p.grade_id for p in chapter.parts}
-    assert set(rows) == {"solution", "blank"}
-    for student in ("solution", "blank"):
+    assert set(rows) == {"solution", "variants", "blank"}
+    for student in rows:
         assert (course.feedback / student / slug / f"{slug}.html").is_file()
         nb = nbformat.read(course.autograded / student / slug / f"{slug}.ipynb", 4)
         verdicts = [c for c in nb.cells if _meta(c).get("grade") and c.cell_type == "code"]

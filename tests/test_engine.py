@@ -679,6 +679,50 @@ def test_every_api_kind_is_judged_in_the_sandbox():
     assert "decode" in failed["tokenizer_tests"] and "greedy_decode" in failed["tiny_decoder_tests"]
 
 
+# minbpe's signature: pair_counts(ids, counts=None) adds to `counts`; the tokenizer calls it so.
+MINBPE_PAIR_COUNTS = """
+def pair_counts(ids, counts=None):
+    counts = {} if counts is None else counts
+    for pair in zip(ids, ids[1:]):
+        counts[pair] = counts.get(pair, 0) + 1
+    return counts
+
+class Tokenizer(Tokenizer):
+    def train(self, text, vocab_size):
+        ids = list(text.encode("utf-8"))
+        for new in range(256, vocab_size):
+            counts = pair_counts(ids, {})
+            if not counts:
+                break
+            pair = max(counts, key=lambda p: (counts[p], -p[0], -p[1]))
+            self.merges[pair] = new
+            ids = _merge(ids, pair, new)
+"""
+
+
+def test_a_later_part_runs_on_the_students_own_earlier_part_when_it_passes():
+    """The reference stands in only for an earlier part that fails its own check: a correct
+    pair_counts with an extra optional argument is what the tokenizer runs on; a wrong one is
+    replaced, and then the tokenizer's failing call says which part was replaced and why."""
+    from autograder.engine.judge import Options, judge_notebook
+
+    options = Options(part_seconds=60, hidden=(str(REPO),))
+    right = judge_notebook(
+        [(0, FIXTURE_ANSWERS), (1, MINBPE_PAIR_COUNTS)], engine_fixture.PARTS, options
+    )
+    assert all(v.passed for v in right.verdicts), [v.message for v in right.verdicts]
+
+    broken = MINBPE_PAIR_COUNTS.replace("counts.get(pair, 0) + 1", "1")
+    wrong = judge_notebook([(0, FIXTURE_ANSWERS), (1, broken)], engine_fixture.PARTS, options)
+    verdicts = {v.grade_id: v for v in wrong.verdicts}
+    assert not verdicts["pair_counts_tests"].passed
+    message = verdicts["tokenizer_tests"].message
+    assert not verdicts["tokenizer_tests"].passed
+    assert "stood in for yours" in message and "pair_counts fails its own" in message, message
+    others = set(verdicts) - {"pair_counts_tests", "tokenizer_tests"}
+    assert all(verdicts[g].passed for g in others)
+
+
 def test_dtypes_and_devices_cross_the_wire_by_name_and_nothing_else_does():
     from autograder.engine.judge import _device
     from autograder.engine.runner import ProtocolError, decode, encode

@@ -26,14 +26,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FORBIDDEN = (
-    "### BEGIN SOLUTION",
-    "### END SOLUTION",
-    "### BEGIN HIDDEN TESTS",
-    "### END HIDDEN TESTS",
-    "from autograder",
-    "import autograder",
-)
+sys.path.insert(0, str(ROOT))
+from autograder import chapters  # noqa: E402  (the tool runs as a script from tools/)
+
+FORBIDDEN = (*chapters.MARKERS, "from autograder", "import autograder")
 # What a student runs the notebooks with; the versions are the course's (requirements.txt).
 STUDENT_PACKAGES = ("torch", "numpy", "matplotlib", "seaborn", "pandas", "ipywidgets", "tqdm",
                     "jupyterlab")  # fmt: skip

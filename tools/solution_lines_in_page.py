@@ -10,11 +10,12 @@ writing a page. Exit status 1 when it finds any.
 """
 
 import json
-import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from autograder import chapters  # noqa: E402  (the tool runs as a script from tools/)
 
 
 def _norm(text: str) -> str:
@@ -32,9 +33,7 @@ def _source(cell) -> str:
 def main(slug: str) -> int:
     lines = set()
     for cell in _cells(ROOT / "solutions" / slug / f"{slug}.ipynb"):
-        for block in re.findall(
-            r"### BEGIN SOLUTION[^\n]*\n(.*?)### END SOLUTION", _source(cell), re.S
-        ):
+        for block in chapters.regions(_source(cell), chapters.SOLUTION):
             lines |= {_norm(x) for x in block.splitlines() if len(_norm(x)) > 30}
     given = _norm(
         "\n".join(_source(c) for c in _cells(ROOT / "exercises" / slug / f"{slug}.ipynb"))

@@ -36,7 +36,14 @@ import torch
 
 from autograder.engine import runner
 from autograder.engine.sandbox import Limits, bwrap_argv, runner_command
-from autograder.toolkit import CheckFailed, GradingAborted, StudentError, Subject
+from autograder.toolkit import (
+    UNKNOWN,
+    CheckFailed,
+    GradingAborted,
+    StudentError,
+    Subject,
+    fails_own_check,
+)
 
 __all__ = ["Options", "PartVerdict", "NotebookRun", "RemoteSubject", "judge_notebook"]
 
@@ -297,6 +304,9 @@ class Session:
         self.starts = 0
         self.stand_ins: Mapping[str, Callable] = {}
         self.deadline = 0.0
+        self.parts: tuple = ()  # the chapter's parts being judged
+        # name -> why the student's own is replaced (None: it passed every check of it)
+        self.verdicts: dict[str, str | None] = {}
 
     def close(self) -> None:
         """End this student's process; the fork server is clean for the next student."""
@@ -506,6 +516,20 @@ class RemoteSubject(Subject):
         self._ask({"op": "to", "device": str(torch.device(device or "cpu")), "dtype": dtype_name})
         return self
 
+    def sibling(self, name: str) -> RemoteSubject | None:
+        if name not in self.session.run.names:
+            return None
+        return RemoteSubject(self.session, ("name", name), name)
+
+    def checks_of(self, name: str, checker: Callable) -> list[Callable] | None:
+        return [p.check for p in self.session.parts if p.name == name] or None
+
+    def verdict(self, name: str):
+        return self.session.verdicts.get(name, UNKNOWN)
+
+    def remember(self, name: str, why: str | None) -> None:
+        self.session.verdicts[name] = why
+
     @contextlib.contextmanager
     def standing_in(self, stand_ins: Mapping[str, Callable]):
         saved = self.session.stand_ins
@@ -522,6 +546,7 @@ def judge_notebook(
     """Run `cells` ((index, source) pairs) in the sandbox, then check every part of `parts`
     (``autograder.chapters.Part``); never raises for anything the student's code does."""
     session = Session(cells, options)
+    session.parts = tuple(parts)
     try:
         try:
             session.start()
@@ -529,8 +554,20 @@ def judge_notebook(
             session.run.aborted = str(exc)
             session.run.verdicts = [PartVerdict(p.grade_id, False, str(exc)) for p in parts]
             return session.run
-        for part in parts:
-            session.run.verdicts.append(_judge_part(session, part))
+        for i, part in enumerate(parts):
+            verdict = _judge_part(session, part)
+            session.run.verdicts.append(verdict)
+            # Once every cell of a name is judged, a later part that calls it knows whether the
+            # student's own is used or the reference stands in for it.
+            if all(p.name != part.name for p in parts[i + 1 :]):
+                failed = [
+                    v
+                    for v, p in zip(session.run.verdicts, parts, strict=False)
+                    if p.name == part.name and not v.passed
+                ]
+                session.verdicts[part.name] = (
+                    fails_own_check(part.name, failed[0].message) if failed else None
+                )
         return session.run
     finally:
         session.close()

@@ -1,30 +1,11 @@
-"""Chapter 2, Bahdanau attention: its graded parts.
+"""Chapter 2, Bahdanau attention.
 
-The hidden tests of ``solutions/ch02_bahdanau_attention`` import the checks from here
-(``from autograder.chapters.ch02_bahdanau_attention import check_masked_softmax``).
+The hidden tests of ``solutions/ch02_bahdanau_attention`` import the checks from here;
+what is graded is read from that notebook (``autograder.chapters.load``).
 """
 
-from autograder.chapters import Chapter, Part
+from .checks import *  # noqa: F403
+from .checks import __all__  # noqa: F401
 
-from . import reference, wrong
-from .checks import check_additive_attention, check_attentive_decoder, check_masked_softmax
-
-__all__ = [
-    "CHAPTER",
-    "reference",
-    "check_masked_softmax",
-    "check_additive_attention",
-    "check_attentive_decoder",
-]
-
-CHAPTER = Chapter(
-    slug="ch02_bahdanau_attention",
-    parts=(
-        Part("masked_softmax_tests", "masked_softmax", check_masked_softmax),
-        Part("additive_attention_tests", "AdditiveAttention", check_additive_attention),
-        Part("attentive_decoder_tests", "AttentiveDecoder", check_attentive_decoder),
-    ),
-    # Nothing in torch computes additive attention; the scanner has no built-in to flag.
-    forbidden_builtins=(),
-    wrong=wrong.WRONG,
-)
+# Nothing in torch computes additive attention; the scanner has no built-in to flag.
+FORBIDDEN_BUILTINS = ()

@@ -1,43 +1,12 @@
-"""Chapter 7, positional encoding: its graded parts.
+"""Chapter 7, positional encoding.
 
-The hidden tests of ``solutions/ch07_positional_encoding`` import the checks from here
-(``from autograder.chapters.ch07_positional_encoding import check_positional_encoding``).
+The hidden tests of ``solutions/ch07_positional_encoding`` import the checks from here;
+what is graded is read from that notebook (``autograder.chapters.load``).
 """
 
-from autograder.chapters import Chapter, Part
+from .checks import *  # noqa: F403
+from .checks import __all__  # noqa: F401
 
-from . import reference, wrong
-from .checks import (
-    check_permutation_equivariance_gap,
-    check_positional_encoding,
-    check_sinusoidal_positional_encoding,
-)
-
-__all__ = [
-    "CHAPTER",
-    "reference",
-    "check_sinusoidal_positional_encoding",
-    "check_positional_encoding",
-    "check_permutation_equivariance_gap",
-]
-
-CHAPTER = Chapter(
-    slug="ch07_positional_encoding",
-    parts=(
-        Part(
-            "sinusoidal_tests",
-            "sinusoidal_positional_encoding",
-            check_sinusoidal_positional_encoding,
-        ),
-        Part("positional_encoding_tests", "PositionalEncoding", check_positional_encoding),
-        Part(
-            "equivariance_gap_tests",
-            "permutation_equivariance_gap",
-            check_permutation_equivariance_gap,
-        ),
-    ),
-    # Nothing in torch computes the sinusoidal table or the gap, so no built-in is flagged;
-    # F.scaled_dot_product_attention is what the third part is asked to use.
-    forbidden_builtins=(),
-    wrong=wrong.WRONG,
-)
+# Nothing in torch computes the sinusoidal table or the gap, so no built-in is flagged;
+# F.scaled_dot_product_attention is what the third part is asked to use.
+FORBIDDEN_BUILTINS = ()

@@ -1,37 +1,18 @@
-"""Chapter 9, byte pair encoding: its graded parts.
+"""Chapter 9, byte pair encoding.
 
-The hidden tests of ``solutions/ch09_bpe`` import the checks from here
-(``from autograder.chapters.ch09_bpe import check_merge``).
+The hidden tests of ``solutions/ch09_bpe`` import the checks from here;
+what is graded is read from that notebook (``autograder.chapters.load``).
 """
 
-from autograder.chapters import Chapter, Part
+from .checks import *  # noqa: F403
+from .checks import __all__  # noqa: F401
 
-from . import reference, wrong
-from .checks import check_bpe_tokenizer, check_get_pair_counts, check_merge
-
-__all__ = [
-    "CHAPTER",
-    "reference",
-    "check_get_pair_counts",
-    "check_merge",
-    "check_bpe_tokenizer",
-]
-
-CHAPTER = Chapter(
-    slug="ch09_bpe",
-    parts=(
-        Part("get_pair_counts_tests", "get_pair_counts", check_get_pair_counts),
-        Part("merge_tests", "merge", check_merge),
-        Part("bpe_tokenizer_tests", "BPETokenizer", check_bpe_tokenizer),
-    ),
-    # Libraries that would do the exercise's work: the scanner flags a call for the instructor
-    # to read (it does not change the score).
-    forbidden_builtins=(
-        "tokenizers.Tokenizer",
-        "tokenizers.models.BPE",
-        "tokenizers.trainers.BpeTrainer",
-        "tiktoken.get_encoding",
-        "sentencepiece.SentencePieceProcessor",
-    ),
-    wrong=wrong.WRONG,
+# Libraries that would do the exercise's work: the scanner flags a call for the instructor
+# to read (it does not change the score).
+FORBIDDEN_BUILTINS = (
+    "tokenizers.Tokenizer",
+    "tokenizers.models.BPE",
+    "tokenizers.trainers.BpeTrainer",
+    "tiktoken.get_encoding",
+    "sentencepiece.SentencePieceProcessor",
 )
