@@ -173,9 +173,10 @@ class Subject:
 
 UNKNOWN = object()
 
-# (id of the namespace, name, id of the object) -> why it is replaced, or None: the verdicts of
-# the student's own earlier parts in this process (a plain nbgrader run, pytest).
-_LOCAL_VERDICTS: dict[tuple[int, str, int], str | None] = {}
+# (id of the namespace, name) -> (the object, why it is replaced or None): the verdicts on the
+# student's own earlier parts in this process (a plain nbgrader run, pytest). The object is kept,
+# so a verdict is never taken for another object that reuses its id.
+_LOCAL_VERDICTS: dict[tuple[int, str], tuple[object, str | None]] = {}
 
 
 class LocalSubject(Subject):
@@ -225,19 +226,17 @@ class LocalSubject(Subject):
             return None
         return LocalSubject(namespace[name], name)
 
-    def _key(self, name: str) -> tuple[int, str, int] | None:
+    def verdict(self, name: str):
         namespace = _namespace_of(self.obj)
         if namespace is None or name not in namespace:
-            return None
-        return (id(namespace), name, id(namespace[name]))
-
-    def verdict(self, name: str):
-        return _LOCAL_VERDICTS.get(self._key(name), UNKNOWN)
+            return UNKNOWN
+        obj, why = _LOCAL_VERDICTS.get((id(namespace), name), (None, UNKNOWN))
+        return why if obj is namespace[name] else UNKNOWN
 
     def remember(self, name: str, why: str | None) -> None:
-        key = self._key(name)
-        if key is not None:
-            _LOCAL_VERDICTS[key] = why
+        namespace = _namespace_of(self.obj)
+        if namespace is not None and name in namespace:
+            _LOCAL_VERDICTS[(id(namespace), name)] = (namespace[name], why)
 
     @contextlib.contextmanager
     def standing_in(self, stand_ins: Mapping[str, Callable]) -> Iterator[None]:
