@@ -5,6 +5,9 @@
   and compare their models on it; the capstone uses it again.
 - :mod:`attention_data.corpus`: text the project ships for chapter 9's tokenizers: the book's own
   English prose and a Korean text written for the course.
+- :mod:`attention_data.depth`: post-LN against pre-LN stacks of encoder layers trained at several
+  depths and seeds, with and without warm-up; the script writes ``depth.json`` (results and
+  provenance), which chapter 6 loads.
 
 This package is public: it holds data, not answers. The grader never imports it.
 """
