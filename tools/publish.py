@@ -20,9 +20,11 @@ or an import of the grader.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,19 +75,30 @@ def _requirements() -> str:
     )
 
 
-PYPROJECT = """[build-system]
+def public_pyproject() -> str:
+    """The public package's pyproject.toml: attention_data, with the package data and the Python
+    version that this repository's pyproject.toml names (one place), so an installed release has
+    the corpus, the checkpoints and the recorded runs too."""
+    ours = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    python = ours["project"]["requires-python"]
+    data = ours["tool"]["setuptools"]["package-data"].get("attention_data", [])
+    files = ", ".join(json.dumps(pattern) for pattern in data)
+    return f"""[build-system]
 requires = ["setuptools>=68"]
 build-backend = "setuptools.build_meta"
 
 [project]
 name = "attention-step-by-step-data"
 version = "0.1.0"
-description = "The data sets of Attention, step by step (generated, seeded, no downloads)"
-requires-python = ">=3.10"
+description = "The data, models and checkpoints of Attention, step by step (seeded, no downloads)"
+requires-python = "{python}"
 dependencies = ["torch"]
 
 [tool.setuptools.packages.find]
 include = ["attention_data*"]
+
+[tool.setuptools.package-data]
+attention_data = [{files}]
 """
 
 
@@ -123,7 +136,7 @@ def publish(html: Path, dest: Path) -> Path:
         dest / "attention_data",
         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
     )
-    (dest / "pyproject.toml").write_text(PYPROJECT)
+    (dest / "pyproject.toml").write_text(public_pyproject())
     (dest / "requirements.txt").write_text(_requirements())
     (dest / "README.md").write_text(README.format(title=_title()))
     return dest
