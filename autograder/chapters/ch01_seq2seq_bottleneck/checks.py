@@ -23,13 +23,15 @@ from __future__ import annotations
 import torch
 
 from autograder.toolkit import (
-    TOLERANCES,
     CheckFailed,
     Subject,
     calling,
     check,
     check_devices,
+    close,
     compare,
+    dtype_name,
+    label,
 )
 
 from . import reference as ref
@@ -37,7 +39,10 @@ from . import reference as ref
 __all__ = [
     "check_encoder",
     "check_decoder",
-    "check_seq2seq",
+    "check_seq2seq_teacher_forcing",
+    "check_seq2seq_free_running",
+    "check_seq2seq_greedy",
+    "check_seq2seq_eos",
     "check_sequence_accuracy",
 ]
 
@@ -53,10 +58,6 @@ def _reference(factory, *args, seed: int = 0, **kwargs):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return factory(*args, **kwargs)
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 def _structure(module: Subject, what: str, layers: dict[str, str], reference: torch.nn.Module):
@@ -92,13 +93,13 @@ def _pad_row_is_zero(cls: Subject, what: str, vocab: int, layers: dict[str, str]
     """A freshly built module's <pad> embedding is 0 (nn.Embedding's padding_idx), for the default
     pad id and for another one."""
     for pad_id in (PAD, 5):
-        label = f"{what}({vocab}, {E_EMB}, {E}, pad_id={pad_id})"
-        module = calling(label, cls.seeded(1), vocab, E_EMB, E, pad_id=pad_id)
-        state = _structure(module, label, layers, _reference(factory, vocab, E_EMB, E, pad_id))
+        title = f"{what}({vocab}, {E_EMB}, {E}, pad_id={pad_id})"
+        module = calling(title, cls.seeded(1), vocab, E_EMB, E, pad_id=pad_id)
+        state = _structure(module, title, layers, _reference(factory, vocab, E_EMB, E, pad_id))
         row = state["embedding.weight"][pad_id]
         if bool(row.ne(0).any()):
             raise CheckFailed(
-                f"{label}: the embedding of <pad> (row pad_id) must be zero and stay zero: build "
+                f"{title}: the embedding of <pad> (row pad_id) must be zero and stay zero: build "
                 "the embedding with padding_idx=pad_id."
             )
 
@@ -106,12 +107,12 @@ def _pad_row_is_zero(cls: Subject, what: str, vocab: int, layers: dict[str, str]
 def _build(cls: Subject, what: str, vocab: int, layers, factory, device, dtype):
     """The student's module with the reference's weights, on `device` in `dtype`; and the
     reference, the same."""
-    label = f"{what}({vocab}, {E_EMB}, {E})"
-    module = calling(label, cls.seeded(0), vocab, E_EMB, E)
+    title = f"{what}({vocab}, {E_EMB}, {E})"
+    module = calling(title, cls.seeded(0), vocab, E_EMB, E)
     reference = _reference(factory, vocab, E_EMB, E)
-    _structure(module, label, layers, reference)
-    calling(f"{label}.load_state_dict", module.load_state_dict, reference.state_dict())
-    calling(f"{label}.to({device.type}, {_dtype_name(dtype)})", module.to, device, dtype)
+    _structure(module, title, layers, reference)
+    calling(f"{title}.load_state_dict", module.load_state_dict, reference.state_dict())
+    calling(f"{title}.to({device.type}, {dtype_name(dtype)})", module.to, device, dtype)
     return module, reference.to(device=device, dtype=dtype)
 
 
@@ -126,13 +127,6 @@ def _pair(out, what: str) -> tuple[torch.Tensor, torch.Tensor]:
                 f"{what}: item {i} of the returned tuple is a {type(t).__name__}, not a tensor."
             )
     return out
-
-
-def _close(a, b) -> bool:
-    if not isinstance(a, torch.Tensor) or a.shape != b.shape or a.dtype != b.dtype:
-        return False
-    rtol, atol = TOLERANCES[b.dtype]
-    return torch.allclose(a, b.to(a.device), rtol=rtol, atol=atol)
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,7 +175,7 @@ def check_encoder(cls: Subject) -> None:
                 src, lengths_t = src.to(device), lengths_t.to(device)
                 where = (
                     f"Encoder on src (B={len(lengths)}, S={S}) with lengths {lengths} "
-                    f"({_dtype_name(dtype)}, {device.type})"
+                    f"({label(dtype, device)})"
                 )
                 outputs, context = _pair(calling(where, module, src, lengths_t), where)
                 with torch.no_grad():
@@ -195,7 +189,7 @@ def _check_context(context, expected, after_pads, lengths, S, where) -> None:
     what = f"{where}: the context"
     if isinstance(context, torch.Tensor) and context.shape == expected.shape:
         padded = torch.tensor(lengths) < S
-        if bool(padded.any()) and _close(context, after_pads) and not _close(context, expected):
+        if bool(padded.any()) and close(context, after_pads) and not close(context, expected):
             raise CheckFailed(
                 f"{what} is the hidden state after the <pad> tokens: the GRU read the padding "
                 "that follows the shorter sentences. Skip it with pack_padded_sequence, so that "
@@ -260,7 +254,7 @@ def check_decoder(cls: Subject) -> None:
                 tokens, hidden = _decoder_inputs(B, L, seed, dtype, device, with_pad)
                 where = (
                     f"Decoder on tokens (B={B}, L={L}) and hidden (B={B}, Eh={E}) "
-                    f"({_dtype_name(dtype)}, {device.type})"
+                    f"({label(dtype, device)})"
                 )
                 logits, new_hidden = _pair(calling(where, module, tokens, hidden), where)
                 with torch.no_grad():
@@ -288,22 +282,22 @@ def _decoder_hints(logits, new_hidden, tokens, hidden, reference, where) -> None
         expected_logits, expected_hidden = reference(tokens, hidden)
         from_zeros = reference(tokens, torch.zeros_like(hidden))[0]
         outputs = reference.rnn(reference.embedding(tokens), hidden.unsqueeze(0))[0]  # (B, L, Eh)
-    if _close(logits, expected_logits.softmax(dim=-1)):
+    if close(logits, expected_logits.softmax(dim=-1)):
         raise CheckFailed(
             f"{where}: the logits are probabilities (a softmax was applied); return the raw "
             "scores: cross_entropy takes logits, and argmax does not need the softmax."
         )
-    if _close(logits, from_zeros) and not _close(logits, expected_logits):
+    if close(logits, from_zeros) and not close(logits, expected_logits):
         raise CheckFailed(
             f"{where}: the logits do not depend on the hidden state passed in: the GRU must start "
             "from it (h_0), or the context vector never reaches the decoder."
         )
-    if _close(new_hidden, hidden) and not _close(new_hidden, expected_hidden):
+    if close(new_hidden, hidden) and not close(new_hidden, expected_hidden):
         raise CheckFailed(
             f"{where}: the hidden state returned is the one passed in; return the GRU's new state, "
             "or the next step starts from the old one."
         )
-    if tokens.size(1) > 1 and _close(new_hidden, outputs[:, 0]):
+    if tokens.size(1) > 1 and close(new_hidden, outputs[:, 0]):
         raise CheckFailed(
             f"{where}: the hidden state returned is the state after the first step; return the "
             "state after the last one."
@@ -417,80 +411,91 @@ class _Driver:
         return torch.cat(out, dim=1)
 
 
+def _model(cls: Subject, device):
+    """The student's Seq2Seq built under seed 0, its driver, and whether its parameters have the
+    reference's names and shapes (then the check loads the reference's weights)."""
+    title = f"Seq2Seq({V_SRC}, {V_TGT}, {E_EMB}, {E})"
+    model = calling(title, cls.seeded(0), V_SRC, V_TGT, E_EMB, E)
+    driver = _Driver(model)
+    info = model.describe()
+    same_names = {k: tuple(v.shape) for k, v in info["state"].items()} == {
+        k: tuple(v.shape) for k, v in seq2seq_state().items()
+    }
+    return title, model, driver, same_names
+
+
+def _load(model, title, same_names, device, dtype, state=None) -> None:
+    if same_names:
+        calling(f"{title}.load_state_dict", model.load_state_dict, state or seq2seq_state())
+    calling(f"{title}.to({device.type}, {dtype_name(dtype)})", model.to, device, dtype)
+
+
 @check()
-def check_seq2seq(cls: Subject) -> None:
+def check_seq2seq_teacher_forcing(cls: Subject) -> None:
     """Seq2Seq(src_vocab_size, tgt_vocab_size, embed_dim, hidden_dim, pad_id=0, sos_id=1,
-    eos_id=2): forward with and without teacher forcing, and greedy_decode.
-
-    Checked against the student's own encoder and decoder, driven here: with teacher forcing the
-    decoder reads tgt_in from the encoder's context; without, <sos> and then its own argmax, for
-    L steps; the gradient reaches the encoder; greedy_decode returns int64 ids without <sos>, each
-    row up to and including its first <eos> and <pad> after it, and stops once every row has
-    written <eos>, or after max_len steps.
-    """
+    eos_id=2).forward(src, lengths, tgt_in) with teacher forcing: the decoder reads tgt_in from
+    the encoder's context (checked against the student's own encoder and decoder, driven here),
+    and the loss's gradient reaches the encoder."""
     for device in check_devices():
-        label = f"Seq2Seq({V_SRC}, {V_TGT}, {E_EMB}, {E})"
-        model = calling(label, cls.seeded(0), V_SRC, V_TGT, E_EMB, E)
-        driver = _Driver(model)
-        info = model.describe()
-        same_names = {k: tuple(v.shape) for k, v in info["state"].items()} == {
-            k: tuple(v.shape) for k, v in seq2seq_state().items()
-        }
+        title, model, driver, same_names = _model(cls, device)
         src, lengths, tgt_in = _seq2seq_batch(device)
+        B, L = tgt_in.shape
         for dtype in _DTYPES:
-            if same_names:
-                calling(f"{label}.load_state_dict", model.load_state_dict, seq2seq_state())
-            calling(f"{label}.to", model.to, device, dtype)
-            where = f"({_dtype_name(dtype)}, {device.type})"
+            _load(model, title, same_names, device, dtype)
             context = driver.context(src, lengths)
-            _check_teacher_forcing(model, driver, src, lengths, tgt_in, context, where)
+            teacher_forced = driver.step(tgt_in, context)[0]
+            what = f"Seq2Seq.forward(src, lengths, tgt_in (B={B}, L={L})) ({label(dtype, device)})"
+            got = calling(what, model, src, lengths, tgt_in)
+            compare(
+                got,
+                teacher_forced,
+                what,
+                hint="With teacher forcing the decoder reads all of tgt_in at once, starting from "
+                "the encoder's context (its second output).",
+            )
         _check_gradient_reaches_encoder(model, driver, src, lengths, tgt_in, device)
-        # Decoding compares token ids: float64 keeps near-ties from flipping between two ways of
-        # batching the same computation.
-        for eos_bias, scale, max_len in DECODING_CASES:
-            if same_names:
-                state = seq2seq_state(eos_bias, scale)
-                calling(f"{label}.load_state_dict", model.load_state_dict, state)
-            calling(f"{label}.to", model.to, device, torch.float64)
+
+
+@check()
+def check_seq2seq_free_running(cls: Subject) -> None:
+    """Seq2Seq.forward(src, lengths, tgt_in, teacher_forcing=False): the decoder reads
+    tgt_in[:, 0] (<sos>) and then its own previous argmax, for L steps, passing its hidden state
+    on; checked against the student's own encoder and decoder, driven here."""
+    for device in check_devices():
+        title, model, driver, same_names = _model(cls, device)
+        src, lengths, tgt_in = _seq2seq_batch(device)
+        B, L = tgt_in.shape
+        for dtype in _DTYPES:
+            _load(model, title, same_names, device, dtype)
             context = driver.context(src, lengths)
-            _check_greedy(model, driver, src, lengths, context, max_len, device)
-
-
-def _check_teacher_forcing(model, driver, src, lengths, tgt_in, context, where) -> None:
-    B, L = tgt_in.shape
-    # The expected values first: if the student's own modules cannot be driven, say that.
-    teacher_forced = driver.step(tgt_in, context)[0]
-    expected = driver.free_running(context, tgt_in[:, :1], L)
-    sos_only = driver.step(tgt_in[:, :1].expand(B, L), context)[0]
-    what = f"Seq2Seq.forward(src, lengths, tgt_in (B={B}, L={L})) {where}"
-    got = calling(what, model, src, lengths, tgt_in)
-    compare(
-        got,
-        teacher_forced,
-        what,
-        hint="With teacher forcing the decoder reads all of tgt_in at once, starting from the "
-        "encoder's context (its second output).",
-    )
-    what = f"Seq2Seq.forward(src, lengths, tgt_in, teacher_forcing=False) {where}"
-    got = calling(what, model, src, lengths, tgt_in, teacher_forcing=False)
-    if _close(got, teacher_forced) and not _close(got, expected):
-        raise CheckFailed(
-            f"{what}: the decoder still reads tgt_in, which is teacher forcing at evaluation "
-            "time; without teacher forcing it reads tgt_in[:, 0] (<sos>) and then its own "
-            "previous prediction (the argmax of its logits)."
-        )
-    if _close(got, sos_only) and not _close(got, expected):
-        raise CheckFailed(
-            f"{what}: the decoder reads <sos> at every step; after the first, it reads its own "
-            "previous prediction."
-        )
-    compare(
-        got,
-        expected,
-        what,
-        hint="Without teacher forcing: L steps of one token each, the first <sos>, each next one "
-        "the argmax of the previous step's logits, with the hidden state passed on.",
-    )
+            # The expected values first: if the student's own modules cannot be driven, say that.
+            teacher_forced = driver.step(tgt_in, context)[0]
+            expected = driver.free_running(context, tgt_in[:, :1], L)
+            sos_only = driver.step(tgt_in[:, :1].expand(B, L), context)[0]
+            what = (
+                f"Seq2Seq.forward(src, lengths, tgt_in, teacher_forcing=False) "
+                f"({label(dtype, device)})"
+            )
+            got = calling(what, model, src, lengths, tgt_in, teacher_forcing=False)
+            if close(got, teacher_forced) and not close(got, expected):
+                raise CheckFailed(
+                    f"{what}: the decoder still reads tgt_in, which is teacher forcing at "
+                    "evaluation time; without teacher forcing it reads tgt_in[:, 0] (<sos>) and "
+                    "then its own previous prediction (the argmax of its logits)."
+                )
+            if close(got, sos_only) and not close(got, expected):
+                raise CheckFailed(
+                    f"{what}: the decoder reads <sos> at every step; after the first, it reads "
+                    "its own previous prediction."
+                )
+            compare(
+                got,
+                expected,
+                what,
+                hint="Without teacher forcing: L steps of one token each, the first <sos>, each "
+                "next one the argmax of the previous step's logits, with the hidden state passed "
+                "on.",
+            )
 
 
 def _check_gradient_reaches_encoder(model, driver, src, lengths, tgt_in, device) -> None:
@@ -498,7 +503,7 @@ def _check_gradient_reaches_encoder(model, driver, src, lengths, tgt_in, device)
     calling("Seq2Seq.to", model.to, device, torch.float32)
     context = driver.context(src, lengths)
     logits = driver.step(tgt_in, context)[0]
-    if _close(driver.step(tgt_in, torch.zeros_like(context))[0], logits):
+    if close(driver.step(tgt_in, torch.zeros_like(context))[0], logits):
         return  # the student's decoder ignores its hidden state: Part 2 says so, not this part
     what = f"Seq2Seq.forward with teacher forcing, backward ({device.type})"
     _, _, grads = calling(what, model.gradients, (src, lengths, tgt_in), params=True)
@@ -511,57 +516,105 @@ def _check_gradient_reaches_encoder(model, driver, src, lengths, tgt_in, device)
         )
 
 
-def _check_greedy(model, driver, src, lengths, context, max_len, device) -> None:
-    B = src.size(0)
-    what = f"Seq2Seq.greedy_decode(src (B={B}), lengths, max_len={max_len}) ({device.type})"
-    got = calling(what, model.method("greedy_decode"), src, lengths, max_len)
-    expected = driver.greedy(context, max_len)  # (B, L')
-    if not isinstance(got, torch.Tensor):
-        raise CheckFailed(f"{what}: return a tensor of token ids, not a {type(got).__name__}.")
-    if got.dtype != torch.long:
-        raise CheckFailed(f"{what}: return int64 token ids (the argmax), not {got.dtype}.")
-    if got.device.type != device.type:
-        raise CheckFailed(f"{what}: the ids are on {got.device}; return them on src's device.")
-    if got.dim() != 2 or got.size(0) != B:
-        raise CheckFailed(f"{what}: return shape (B, L') with B = {B}, not {tuple(got.shape)}.")
-    got = got.cpu()
-    expected = expected.cpu()
-    if got.size(1) >= 1 and bool(got[:, 0].eq(SOS).all()):
-        raise CheckFailed(f"{what}: the ids start with <sos>; return only the predicted words.")
-    if got.size(1) > max_len:
-        raise CheckFailed(f"{what}: {got.size(1)} steps; decode at most max_len = {max_len}.")
-    _greedy_eos_hints(got, expected, max_len, what)
-    if not torch.equal(got, expected):
-        raise CheckFailed(
-            f"{what}: the ids differ from greedy decoding with your own encoder and decoder: "
-            "start from <sos> and the encoder's context, and at each step feed the decoder its "
-            "own previous prediction (the argmax), passing the hidden state on."
-        )
+def _decoded(cls: Subject):
+    """For every device and decoding case: (what, the student's ids (B, L') on the CPU, what
+    driving the student's own modules gives, max_len), after the properties every result must
+    have (a 2-d int64 tensor on src's device, no <sos> column, at most max_len steps).
+
+    Decoding compares token ids: float64 keeps near-ties from flipping between two ways of
+    batching the same computation."""
+    for device in check_devices():
+        title, model, driver, same_names = _model(cls, device)
+        src, lengths, _ = _seq2seq_batch(device)
+        B = src.size(0)
+        for eos_bias, scale, max_len in DECODING_CASES:
+            _load(model, title, same_names, device, torch.float64, seq2seq_state(eos_bias, scale))
+            context = driver.context(src, lengths)
+            what = f"Seq2Seq.greedy_decode(src (B={B}), lengths, max_len={max_len}) ({device.type})"
+            # The expected ids first: if the student's own modules cannot be driven, say that.
+            expected = driver.greedy(context, max_len)  # (B, L')
+            got = calling(what, model.method("greedy_decode"), src, lengths, max_len)
+            if not isinstance(got, torch.Tensor):
+                raise CheckFailed(
+                    f"{what}: return a tensor of token ids, not a {type(got).__name__}."
+                )
+            if got.dtype != torch.long:
+                raise CheckFailed(f"{what}: return int64 token ids (the argmax), not {got.dtype}.")
+            if got.device.type != device.type:
+                raise CheckFailed(
+                    f"{what}: the ids are on {got.device}; return them on src's device."
+                )
+            if got.dim() != 2 or got.size(0) != B:
+                raise CheckFailed(
+                    f"{what}: return shape (B, L') with B = {B}, not {tuple(got.shape)}."
+                )
+            got = got.cpu()
+            if got.size(1) >= 1 and bool(got[:, 0].eq(SOS).all()):
+                raise CheckFailed(
+                    f"{what}: the ids start with <sos>; return only the predicted words."
+                )
+            if got.size(1) > max_len:
+                raise CheckFailed(
+                    f"{what}: {got.size(1)} steps; decode at most max_len = {max_len}."
+                )
+            yield what, got, expected.cpu(), max_len
 
 
-def _greedy_eos_hints(got, expected, max_len, what) -> None:
-    """Name the <eos> mistakes: going on after every row has finished, not padding after a row's
-    <eos>, stopping when the first row finishes."""
-    n, m = got.size(1), expected.size(1)
-    is_eos = got.eq(EOS).long()
-    after = (is_eos.cumsum(dim=1) - is_eos) > 0  # (B, n): after each row's first <eos>
-    if bool(got[after].ne(PAD).any()):
-        raise CheckFailed(
-            f"{what}: a row goes on after its <eos>; once a row has written <eos>, its remaining "
-            "positions must be <pad>."
-        )
-    if n > m:
-        raise CheckFailed(
-            f"{what}: decoding went on after every row had written <eos> ({n} steps); stop as "
-            "soon as all rows have finished, or after max_len steps."
-        )
-    if n < m:
-        first = is_eos.any(dim=1)
-        raise CheckFailed(
-            f"{what}: decoding stopped after {n} steps, before every row had written <eos>"
-            + (" (it stops when the first row does)" if bool(first.any()) else "")
-            + f"; go on until all rows have finished, or for max_len = {max_len} steps."
-        )
+def _sentence_lengths(ids: torch.Tensor) -> torch.Tensor:
+    """(B,): the tokens of each row up to and including its first <eos> (all of a row that has
+    none)."""
+    is_eos = ids.eq(EOS)
+    first = is_eos.long().argmax(dim=1) + 1  # (B,)
+    return torch.where(is_eos.any(dim=1), first, torch.full_like(first, ids.size(1)))
+
+
+@check()
+def check_seq2seq_greedy(cls: Subject) -> None:
+    """Seq2Seq.greedy_decode(src, lengths, max_len) -> (B, L') int64 on src's device: from <sos>
+    and the encoder's context, the decoder reads its own previous argmax at every step, passing
+    its hidden state on; the ids start with the first predicted word (no <sos>). Checked against
+    the student's own encoder and decoder, driven here, on each row's words up to and including
+    its first <eos> (what comes after, and when decoding stops, are check_seq2seq_eos's)."""
+    for what, got, expected, _ in _decoded(cls):
+        n = torch.minimum(_sentence_lengths(expected), torch.tensor(got.size(1)))  # (B,)
+        for b in range(got.size(0)):
+            if not torch.equal(got[b, : n[b]], expected[b, : n[b]]):
+                raise CheckFailed(
+                    f"{what}: the ids differ from greedy decoding with your own encoder and "
+                    "decoder: start from <sos> and the encoder's context, and at each step feed "
+                    "the decoder its own previous prediction (the argmax), passing the hidden "
+                    "state on."
+                )
+
+
+@check()
+def check_seq2seq_eos(cls: Subject) -> None:
+    """Seq2Seq.greedy_decode and <eos>: a row holds its words up to and including its first
+    <eos>, then <pad>; decoding stops as soon as every row has written <eos> (L' is the step at
+    which the last row did), and after max_len steps at most. Checked on the student's own ids,
+    so that a wrong word costs check_seq2seq_greedy, not this."""
+    for what, got, _, max_len in _decoded(cls):
+        is_eos = got.eq(EOS).long()
+        after = (is_eos.cumsum(dim=1) - is_eos) > 0  # (B, L'): after each row's first <eos>
+        if bool(got[after].ne(PAD).any()):
+            raise CheckFailed(
+                f"{what}: a row goes on after its <eos>; once a row has written <eos>, its "
+                "remaining positions must be <pad>."
+            )
+        finished = is_eos.bool().any(dim=1)  # (B,)
+        n = got.size(1)
+        last = int(_sentence_lengths(got).max()) if bool(finished.all()) else max_len
+        if n > last:
+            raise CheckFailed(
+                f"{what}: decoding went on after every row had written <eos> ({n} steps); stop "
+                "as soon as all rows have finished, or after max_len steps."
+            )
+        if n < last:
+            raise CheckFailed(
+                f"{what}: decoding stopped after {n} steps, before every row had written <eos>"
+                + (" (it stops when the first row does)" if bool(finished.any()) else "")
+                + f"; go on until all rows have finished, or for max_len = {max_len} steps."
+            )
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,7 +6,9 @@ check to pass with the entry in place (one bug, one part). The wrong encoders an
 interface of Parts 1 and 2 (what goes in and comes out, and its shape): Part 3 drives the student's
 own modules, so a wrong value costs Part 1 or 2 only.
 
-``WRONG`` maps the name of the graded class or function to {mistake: implementation}.
+``WRONG`` maps the name of the graded class or function to {mistake: Mistake(implementation,
+phrase)}: the phrase is what the failing check's message must say, the words that name the mistake
+for the student.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from autograder.chapters import Mistake
 
 from . import reference as ref
 
@@ -286,48 +290,48 @@ def accuracy_float64(predictions, targets, eos_id=ref.EOS_ID, pad_id=ref.PAD_ID)
 
 WRONG = {
     "Encoder": {
-        c.__name__: c
-        for c in (
-            EncoderReadsThePadding,
-            EncoderLastColumn,
-            EncoderMeanOfOutputs,
-            EncoderSortedLengthsOnly,
-            EncoderNoTotalLength,
-            EncoderNoPaddingIdx,
+        c.__name__: Mistake(c, says)
+        for c, says in (
+            (EncoderReadsThePadding, "read the padding"),
+            (EncoderLastColumn, "after each sentence's last real word"),
+            (EncoderMeanOfOutputs, "after each sentence's last real word"),
+            (EncoderSortedLengthsOnly, "enforce_sorted"),
+            (EncoderNoTotalLength, "total_length"),
+            (EncoderNoPaddingIdx, "padding_idx=pad_id"),
         )
     },
     "Decoder": {
-        c.__name__: c
-        for c in (
-            DecoderIgnoresHidden,
-            DecoderReturnsOldHidden,
-            DecoderSoftmax,
-            DecoderFirstStepHidden,
-            DecoderNoPaddingIdx,
-            DecoderTanhReadout,
+        c.__name__: Mistake(c, says)
+        for c, says in (
+            (DecoderIgnoresHidden, "do not depend on the hidden state"),
+            (DecoderReturnsOldHidden, "the one passed in"),
+            (DecoderSoftmax, "probabilities"),
+            (DecoderFirstStepHidden, "state after the first step"),
+            (DecoderNoPaddingIdx, "padding_idx=pad_id"),
+            (DecoderTanhReadout, "raw scores"),
         )
     },
     "Seq2Seq": {
-        c.__name__: c
-        for c in (
-            Seq2SeqTeacherForcingAlways,
-            Seq2SeqFeedsSos,
-            Seq2SeqDetachedContext,
-            Seq2SeqNoEosStop,
-            Seq2SeqStopsAtFirstEos,
-            Seq2SeqKeepsSos,
-            Seq2SeqRestartsFromContext,
+        c.__name__: Mistake(c, says)
+        for c, says in (
+            (Seq2SeqTeacherForcingAlways, "teacher forcing at evaluation time"),
+            (Seq2SeqFeedsSos, "reads <sos> at every step"),
+            (Seq2SeqDetachedContext, "no gradient reaches the encoder"),
+            (Seq2SeqNoEosStop, "goes on after its <eos>"),
+            (Seq2SeqStopsAtFirstEos, "stops when the first row does"),
+            (Seq2SeqKeepsSos, "start with <sos>"),
+            (Seq2SeqRestartsFromContext, "passing the hidden state on"),
         )
     },
     "sequence_accuracy": {
-        f.__name__: f
-        for f in (
-            accuracy_counts_after_eos,
-            accuracy_prefix_is_exact,
-            accuracy_over_prediction_length,
-            accuracy_ignores_eos,
-            accuracy_hard_coded_ids,
-            accuracy_float64,
+        f.__name__: Mistake(f, says)
+        for f, says in (
+            (accuracy_counts_after_eos, "anything after a prediction's <eos> is ignored"),
+            (accuracy_prefix_is_exact, "exact should be False"),
+            (accuracy_over_prediction_length, "share of the target's positions"),
+            (accuracy_ignores_eos, "<eos>, included"),
+            (accuracy_hard_coded_ids, "use eos_id/pad_id"),
+            (accuracy_float64, "must be float32"),
         )
     },
 }
