@@ -3,15 +3,17 @@ contract.
 
 What every chapter must meet (the reference passes its checks, each known mistake fails its part
 and only its part, the solution gets full marks through the sandboxed grader, ...) is in
-test_chapter_contract.py. Here: the reference computes the paper's equations; the decoder's check
-really is independent of the student's attention, and says so when it cannot be; checks name
-properties and hide values.
+test_chapter_contract.py. Here: the reference computes the paper's equations, for one query per
+sentence and for L; each graded behaviour's check charges its own mistakes and no other behaviour's;
+the decoder's checks really are independent of the student's attention, and say so when they cannot
+be; checks hide values.
 """
 
 import pytest
 import torch
 from torch import nn
 
+from autograder.chapters import load
 from autograder.chapters.ch02_bahdanau_attention import checks, wrong
 from autograder.chapters.ch02_bahdanau_attention import reference as ref
 from autograder.toolkit import CheckFailed
@@ -47,6 +49,22 @@ def test_reference_is_the_papers_formula_written_out(B, S, Eq, Ek, A, seed, devi
         torch.testing.assert_close(context[b], (alpha[:, None] * keys[b, :n]).sum(0))
 
 
+@pytest.mark.parametrize("B, L", [(3, 4), (3, 3), (1, 2)])
+def test_l_queries_are_each_query_alone(B, L):
+    """(B, L, Eq) queries give, row by row, what each (B, Eq) query gives alone, mask included."""
+    torch.manual_seed(0)
+    attention = ref.AdditiveAttention(5, 4, 3).double()
+    _, keys, mask = draw(B, 6, 5, 4, seed=L)
+    queries = torch.randn(B, L, 5, dtype=torch.float64)
+    context, weights = attention(queries, keys, mask)  # (B, L, Ek), (B, L, S)
+    assert context.shape == (B, L, 4) and weights.shape == (B, L, 6)
+    for i in range(L):
+        one_context, one_weights = attention(queries[:, i], keys, mask)
+        torch.testing.assert_close(context[:, i], one_context)
+        torch.testing.assert_close(weights[:, i], one_weights)
+    torch.testing.assert_close(ref.masked_softmax(attention.score(queries, keys), mask), weights)
+
+
 def test_padding_changes_nothing_and_projected_keys_are_the_same_computation():
     torch.manual_seed(0)
     attention = ref.AdditiveAttention(5, 4, 3).double()
@@ -77,21 +95,32 @@ def test_masked_softmax_rows_with_nothing_allowed_give_zeros_and_finite_gradient
     assert torch.equal(scores.grad[1], torch.zeros(5, dtype=dtype))
 
 
-def test_masked_softmax_broadcasts_a_mask_and_rejects_a_float_mask():
-    scores = torch.randn(2, 3, 4)
-    row = torch.tensor([True, False, True, True])  # (S,)
-    torch.testing.assert_close(ref.masked_softmax(scores, row),
-                               ref.masked_softmax(scores, row.expand(2, 3, 4)))  # fmt: skip
+def test_masked_softmax_holds_a_mask_row_for_every_query_and_rejects_other_masks():
+    scores = torch.randn(3, 3, 4)  # (B, L, S) with B = L
+    mask = torch.tensor([[True, True, False, False], [True] * 4, [True, False, False, False]])
+    weights = ref.masked_softmax(scores, mask)
+    for b in range(3):
+        torch.testing.assert_close(weights[b], ref.masked_softmax(scores[b], mask[b].expand(3, 4)))
     with pytest.raises(TypeError, match="boolean"):
-        ref.masked_softmax(scores, torch.zeros(4))
+        ref.masked_softmax(scores, torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="mask \\(B, S\\)"):
+        ref.masked_softmax(scores, mask[:, None, :])
+
+
+def test_maxout_takes_consecutive_pairs():
+    pairs = ref.maxout(torch.tensor([1.0, 3.0, 5.0, 2.0]))
+    torch.testing.assert_close(pairs, torch.tensor([3.0, 5.0]))
+    x = torch.randn(2, 3, 8)
+    torch.testing.assert_close(ref.maxout(x), torch.maximum(x[..., 0::2], x[..., 1::2]))
 
 
 def test_decoder_step_is_the_papers_gru_with_the_context_as_a_second_input():
     """GRUCell on [E y; c] is the paper's GRU, whose gates read E y and c through separate
-    matrices: the input weights split into an embedding block and a context block."""
+    matrices: the input weights split into an embedding block and a context block; the deep
+    output takes the larger of each consecutive pair of readout units."""
     torch.manual_seed(0)
     V, E, Eq, Ek, A, B, S = 9, 4, 6, 5, 3, 2, 4
-    decoder = ref.AttentiveDecoder(V, E, Eq, Ek, A).double()
+    decoder = ref.AttentiveDecoder(V, E, Eq, Ek, A, 3).double()
     _, annotations, mask = draw(B, S, Eq, Ek, 3)
     s_prev = torch.randn(B, Eq, dtype=torch.float64)
     y_prev = torch.tensor([3, 7])
@@ -108,21 +137,26 @@ def test_decoder_step_is_the_papers_gru_with_the_context_as_a_second_input():
     z = torch.sigmoid(gi[:, Eq : 2 * Eq] + gh[:, Eq : 2 * Eq])
     candidate = torch.tanh(gi[:, 2 * Eq :] + r * gh[:, 2 * Eq :])
     torch.testing.assert_close(state, (1 - z) * candidate + z * s_prev)
-    torch.testing.assert_close(logits, decoder.out(torch.cat([state, context, ey], dim=-1)))
+    t = decoder.readout(torch.cat([state, context, ey], dim=-1))  # (B, 2M)
+    torch.testing.assert_close(logits, decoder.out(torch.maximum(t[:, 0::2], t[:, 1::2])))
+
+
+DECODER_CHECKS = (checks.check_attentive_decoder_state, checks.check_attentive_decoder_readout)
 
 
 class _DecoderWithWrongAttention(ref.AttentiveDecoder):
     """A correct decoder step around a wrong attention (softmax over the batch)."""
 
-    def __init__(self, vocab_size, embed_dim, hidden_dim, annotation_dim, attn_dim):
-        super().__init__(vocab_size, embed_dim, hidden_dim, annotation_dim, attn_dim)
+    def __init__(self, vocab_size, embed_dim, hidden_dim, annotation_dim, attn_dim, maxout_dim):
+        super().__init__(vocab_size, embed_dim, hidden_dim, annotation_dim, attn_dim, maxout_dim)
         self.attention = wrong.AttentionSoftmaxOverBatch(hidden_dim, annotation_dim, attn_dim)
 
 
-def test_the_decoders_check_does_not_depend_on_the_attention_being_right():
+def test_the_decoders_checks_do_not_depend_on_the_attention_being_right():
     with pytest.raises(CheckFailed):
-        checks.check_additive_attention(wrong.AttentionSoftmaxOverBatch)
-    checks.check_attentive_decoder(_DecoderWithWrongAttention)
+        checks.check_additive_weights(wrong.AttentionSoftmaxOverBatch)
+    for check in DECODER_CHECKS:
+        check(_DecoderWithWrongAttention)
 
 
 class _BrokenAttention(ref.AdditiveAttention):
@@ -131,17 +165,18 @@ class _BrokenAttention(ref.AdditiveAttention):
 
 
 class _DecoderWithBrokenAttention(ref.AttentiveDecoder):
-    def __init__(self, vocab_size, embed_dim, hidden_dim, annotation_dim, attn_dim):
-        super().__init__(vocab_size, embed_dim, hidden_dim, annotation_dim, attn_dim)
+    def __init__(self, vocab_size, embed_dim, hidden_dim, annotation_dim, attn_dim, maxout_dim):
+        super().__init__(vocab_size, embed_dim, hidden_dim, annotation_dim, attn_dim, maxout_dim)
         self.attention = _BrokenAttention(hidden_dim, annotation_dim, attn_dim)
 
 
 def test_an_attention_that_cannot_run_is_named_when_the_decoder_cannot_be_checked():
-    with pytest.raises(CheckFailed, match="raised NotImplementedError"):
-        checks.check_attentive_decoder(_DecoderWithBrokenAttention)
+    for check in DECODER_CHECKS:
+        with pytest.raises(CheckFailed, match="raised NotImplementedError"):
+            check(_DecoderWithBrokenAttention)
 
 
-def test_the_attentions_check_has_the_reference_stand_in_for_a_broken_masked_softmax():
+def test_the_attentions_checks_have_the_reference_stand_in_for_a_broken_masked_softmax():
     namespace = {"torch": torch, "nn": nn, "masked_softmax": wrong.softmax_over_batch_axis}
     exec(
         "class AdditiveAttention(nn.Module):\n"
@@ -152,52 +187,53 @@ def test_the_attentions_check_has_the_reference_stand_in_for_a_broken_masked_sof
         "        self.v = nn.Linear(attn_dim, 1, bias=False)\n"
         "    def score(self, query, keys, projected_keys=None):\n"
         "        p = self.W_h(keys) if projected_keys is None else projected_keys\n"
+        "        p = p if query.dim() == 2 else p.unsqueeze(1)\n"
         "        return self.v(torch.tanh(p + self.W_s(query).unsqueeze(-2))).squeeze(-1)\n"
         "    def forward(self, query, keys, mask=None, projected_keys=None):\n"
         "        w = masked_softmax(self.score(query, keys, projected_keys), mask)\n"
-        "        return (w.unsqueeze(-2) @ keys).squeeze(-2), w\n",
+        "        rows = w if w.dim() == 3 else w.unsqueeze(1)\n"
+        "        c = rows @ keys\n"
+        "        return (c if w.dim() == 3 else c.squeeze(1)), w\n",
         namespace,
     )
-    checks.check_additive_attention(namespace["AdditiveAttention"])
+    for check in (checks.check_additive_weights, checks.check_additive_projected_keys):
+        check(namespace["AdditiveAttention"])
     assert namespace["masked_softmax"] is wrong.softmax_over_batch_axis  # put back afterwards
 
 
-@pytest.mark.parametrize(
-    "mistake, message",
-    [
-        (wrong.softmax_over_batch_axis, "first dimension \\(the batch\\)"),
-        (wrong.softmax_padding_not_masked, "the mask is ignored"),
-        (wrong.softmax_flipped_polarity, "wrong way round"),
-        (wrong.softmax_large_negative_fill, "exactly 0"),
-        (wrong.softmax_exp_overflows, "not finite"),
-    ],
-)
-def test_masked_softmax_failures_name_the_property(mistake, message):
-    with pytest.raises(CheckFailed, match=message):
-        checks.check_masked_softmax(mistake)
+_BEHAVIOURS = {
+    "AdditiveAttention": ("additive_attention_score_tests", "additive_attention_weights_tests",
+                          "additive_attention_projected_keys_tests"),
+    "AttentiveDecoder": ("attentive_decoder_state_tests", "attentive_decoder_readout_tests"),
+}
 
 
 @pytest.mark.parametrize(
-    "mistake, message",
+    "name, mistake, failing",
     [
-        (wrong.AttentionSoftmaxOverBatch, "softmax runs over the batch"),
-        (wrong.AttentionPaddingNotMasked, "padding is not masked"),
-        (wrong.AttentionIgnoresProjectedKeys, "projected_keys is ignored"),
-        (wrong.AttentionWithBiases, "has a bias"),
-        (wrong.DecoderQueriesNewState, "asked with the new state"),
-        (wrong.DecoderIgnoresContext, "does not see the context"),
-        (wrong.DecoderReturnsPreviousState, "the state returned is s_prev"),
-        (wrong.DecoderDropsProjectedKeys, "not passed on"),
+        ("AdditiveAttention", "AttentionNoTanh", {"additive_attention_score_tests"}),
+        ("AdditiveAttention", "AttentionPaddingNotMasked", {"additive_attention_weights_tests"}),
+        ("AdditiveAttention", "AttentionContextFromFirstQuery",
+         {"additive_attention_weights_tests"}),  # fmt: skip
+        ("AdditiveAttention", "AttentionForwardDropsProjectedKeys",
+         {"additive_attention_projected_keys_tests"}),  # fmt: skip
+        ("AttentiveDecoder", "DecoderQueriesNewState", {"attentive_decoder_state_tests"}),
+        ("AttentiveDecoder", "DecoderReturnsPreviousState", {"attentive_decoder_state_tests"}),
+        ("AttentiveDecoder", "DecoderMaxoutOverHalves", {"attentive_decoder_readout_tests"}),
     ],
 )
-def test_attention_and_decoder_failures_name_the_property(mistake, message):
-    check = (
-        checks.check_attentive_decoder
-        if issubclass(mistake, ref.AttentiveDecoder)
-        else checks.check_additive_attention
-    )
-    with pytest.raises(CheckFailed, match=message):
-        check(mistake)
+def test_a_mistake_costs_its_own_behaviours_points_only(name, mistake, failing):
+    """The behaviours of one class are graded apart: a wrong score does not cost the weights, a
+    wrong state does not cost the deep output, and so on."""
+    chapter = load("ch02_bahdanau_attention")
+    impl = wrong.WRONG[name][mistake].impl
+    failed = set()
+    for gid in _BEHAVIOURS[name]:
+        try:
+            chapter.part(gid).check(impl)
+        except CheckFailed:
+            failed.add(gid)
+    assert failed == failing
 
 
 def test_failing_check_does_not_print_hidden_values():
@@ -235,7 +271,7 @@ def test_cpu_only_answer_fails_when_the_checks_run_on_cuda():
 _WRONG_SOFTMAX = """
 def masked_softmax(scores, mask=None):
     if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
+        scores = scores.masked_fill(~(mask if scores.dim() == 2 else mask[:, None]), float("-inf"))
     return scores.softmax(dim=0).nan_to_num(0.0)  # over the batch
 """
 
@@ -243,7 +279,9 @@ _WRONG_ATTENTION = """
 class AdditiveAttention(AdditiveAttention):
     def forward(self, query, keys, mask=None, projected_keys=None):
         weights = torch.softmax(self.score(query, keys, projected_keys), dim=-1)  # no mask
-        return (weights.unsqueeze(-2) @ keys).squeeze(-2), weights
+        rows = weights if weights.dim() == 3 else weights.unsqueeze(1)
+        context = rows @ keys
+        return (context if weights.dim() == 3 else context.squeeze(1)), weights
 """
 
 
@@ -251,7 +289,10 @@ class AdditiveAttention(AdditiveAttention):
 @pytest.mark.xdist_group("engine")
 @pytest.mark.parametrize(
     "mistake, failing",
-    [(_WRONG_SOFTMAX, "masked_softmax_tests"), (_WRONG_ATTENTION, "additive_attention_tests")],
+    [
+        (_WRONG_SOFTMAX, "masked_softmax_tests"),
+        (_WRONG_ATTENTION, "additive_attention_weights_tests"),
+    ],
 )
 def test_in_the_sandbox_a_wrong_part_costs_that_part_only(mistake, failing):
     """Through the sandbox's handles: the attention's check has the judge's masked_softmax stand

@@ -1,14 +1,16 @@
 """Known-wrong implementations for chapter 2: the mistakes the checks must catch.
 
-Each entry is a plausible student mistake. The contract test runs every check on every entry and
-requires its own part's check to fail, with a message that names a property, and every other part
-to pass with the solution around it (one bug, one part).
+Each entry is a plausible student mistake, right in everything but its mistake. The contract test
+runs every check on every entry and requires a check of its own name to fail with a message that
+contains the entry's phrase (the words that name the mistake for the student), and every other
+name's checks to pass with the solution around it (one bug, one part).
 
-``WRONG`` maps the name of the graded function or class to {mistake: implementation}.
+``WRONG`` maps the name of the graded function or class to {mistake: Mistake(implementation,
+phrase)}.
 
 Not here, because no check can make it cost one part only: an attention whose results have the wrong
-shape (a context of width A, say, averaged from W_h(keys)) or that raises. The decoder's check
-takes the context from the student's own attention, and a decoder cannot run on a context of the
+shape (a context of width A, say, averaged from W_h(keys)) or that raises. The decoder's checks
+take the context from the student's own attention, and a decoder cannot run on a context of the
 wrong width; such a mistake costs Parts 2 and 3.
 """
 
@@ -17,14 +19,28 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from autograder.chapters import Mistake
+
 from . import reference as ref
+
+
+def _context(weights, keys):
+    """The weighted sum of the keys, (B, [L,] Ek): right in every entry below but its mistake."""
+    rows = weights if weights.dim() == 3 else weights.unsqueeze(1)  # (B, L or 1, S)
+    context = rows @ keys  # (B, L or 1, Ek)
+    return context if weights.dim() == 3 else context.squeeze(1)
+
+
+def _per_query(mask, scores):
+    return mask if scores.dim() == 2 else mask.unsqueeze(1)  # (B, [1,] S)
+
 
 # --- masked_softmax ---------------------------------------------------------------------------
 
 
 def softmax_over_batch_axis(scores, mask=None):
     if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
+        scores = scores.masked_fill(~_per_query(mask, scores), float("-inf"))
     return scores.softmax(dim=0).nan_to_num(0.0)  # normalises each position across the batch
 
 
@@ -34,33 +50,56 @@ def softmax_padding_not_masked(scores, mask=None):
 
 def softmax_mask_after(scores, mask=None):
     weights = scores.softmax(dim=-1)
-    return weights if mask is None else weights.masked_fill(~mask, 0.0)  # rows no longer sum to 1
+    if mask is None:
+        return weights
+    return weights.masked_fill(~_per_query(mask, scores), 0.0)  # rows no longer sum to 1
 
 
 def softmax_flipped_polarity(scores, mask=None):
     if mask is not None:
-        scores = scores.masked_fill(mask, float("-inf"))  # masks the real words
+        scores = scores.masked_fill(_per_query(mask, scores), float("-inf"))  # masks the real words
     return scores.softmax(dim=-1).nan_to_num(0.0)
 
 
 def softmax_nan_when_fully_masked(scores, mask=None):
     if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    return scores.softmax(dim=-1)  # 0/0 for a row with no allowed position
+        scores = scores.masked_fill(~_per_query(mask, scores), float("-inf"))
+    return scores.softmax(dim=-1)  # 0/0 for a sentence with no allowed position
 
 
 def softmax_large_negative_fill(scores, mask=None):
     if mask is not None:
-        scores = scores.masked_fill(~mask, -1e9)  # a row with no allowed position becomes uniform
+        scores = scores.masked_fill(~_per_query(mask, scores), -1e9)  # an empty sentence: uniform
     return scores.softmax(dim=-1)
 
 
 def softmax_exp_overflows(scores, mask=None):
     e = scores.exp()  # inf for scores above about 88 in float32, 709 in float64
     if mask is not None:
-        e = e * mask
+        e = e * _per_query(mask, scores)
     total = e.sum(dim=-1, keepdim=True)
     return e / torch.where(total == 0, torch.ones_like(total), total)
+
+
+def softmax_mask_lined_up_with_queries(scores, mask=None):
+    """The page's one-query code on (B, L, S) scores: the (B, S) mask broadcast from the right,
+    row l applied to query l (an error when B != L, wrong weights when B = L)."""
+    if mask is None:
+        return scores.softmax(dim=-1)
+    scores = scores.masked_fill(~mask, float("-inf"))
+    empty = ~mask.any(dim=-1, keepdim=True)
+    return scores.masked_fill(empty, 0.0).softmax(dim=-1).masked_fill(empty, 0.0)
+
+
+def softmax_always_unsqueezes(scores, mask=None):
+    """Gives the mask a query dimension even for (B, S) scores: (B, 1, S) against (B, S) makes
+    (B, B, S)."""
+    if mask is None:
+        return scores.softmax(dim=-1)
+    mask = mask.unsqueeze(1)  # (B, 1, S)
+    empty = ~mask.any(dim=-1, keepdim=True)
+    scores = scores.masked_fill(~mask, float("-inf")).masked_fill(empty, 0.0)
+    return scores.softmax(dim=-1).masked_fill(empty, 0.0)
 
 
 # --- AdditiveAttention ------------------------------------------------------------------------
@@ -70,19 +109,19 @@ class AttentionSoftmaxOverBatch(ref.AdditiveAttention):
     """Normalises over the batch axis: each position's weights sum to 1 across the sentences."""
 
     def forward(self, query, keys, mask=None, projected_keys=None):
-        scores = self.score(query, keys, projected_keys)  # (B, S)
+        scores = self.score(query, keys, projected_keys)  # (B, [L,] S)
         if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
-        weights = scores.softmax(dim=0).nan_to_num(0.0)  # (B, S), normalised over B
-        return (weights.unsqueeze(-2) @ keys).squeeze(-2), weights
+            scores = scores.masked_fill(~_per_query(mask, scores), float("-inf"))
+        weights = scores.softmax(dim=0).nan_to_num(0.0)  # normalised over B
+        return _context(weights, keys), weights
 
 
 class AttentionPaddingNotMasked(ref.AdditiveAttention):
     """Forgets the mask: the padding takes a share of the weight."""
 
     def forward(self, query, keys, mask=None, projected_keys=None):
-        weights = masked_softmax(self.score(query, keys, projected_keys), None)  # (B, S)
-        return (weights.unsqueeze(-2) @ keys).squeeze(-2), weights
+        weights = masked_softmax(self.score(query, keys, projected_keys), None)  # (B, [L,] S)
+        return _context(weights, keys), weights
 
 
 class AttentionIgnoresQuery(ref.AdditiveAttention):
@@ -90,7 +129,8 @@ class AttentionIgnoresQuery(ref.AdditiveAttention):
 
     def score(self, query, keys, projected_keys=None):
         projected = self.W_h(keys) if projected_keys is None else projected_keys  # (B, S, A)
-        return self.v(torch.tanh(projected)).squeeze(-1)  # (B, S)
+        scores = self.v(torch.tanh(projected)).squeeze(-1)  # (B, S)
+        return scores if query.dim() == 2 else scores.unsqueeze(1).expand(-1, query.size(1), -1)
 
 
 class AttentionNoTanh(ref.AdditiveAttention):
@@ -99,7 +139,9 @@ class AttentionNoTanh(ref.AdditiveAttention):
 
     def score(self, query, keys, projected_keys=None):
         projected = self.W_h(keys) if projected_keys is None else projected_keys  # (B, S, A)
-        return self.v(projected + self.W_s(query).unsqueeze(-2)).squeeze(-1)  # (B, S)
+        if query.dim() == 3:
+            projected = projected.unsqueeze(1)
+        return self.v(projected + self.W_s(query).unsqueeze(-2)).squeeze(-1)  # (B, [L,] S)
 
 
 class AttentionTanhOutside(ref.AdditiveAttention):
@@ -107,11 +149,30 @@ class AttentionTanhOutside(ref.AdditiveAttention):
 
     def score(self, query, keys, projected_keys=None):
         projected = self.W_h(keys) if projected_keys is None else projected_keys  # (B, S, A)
-        return torch.tanh(self.v(projected + self.W_s(query).unsqueeze(-2))).squeeze(-1)  # (B, S)
+        if query.dim() == 3:
+            projected = projected.unsqueeze(1)
+        return torch.tanh(self.v(projected + self.W_s(query).unsqueeze(-2))).squeeze(-1)
+
+
+class AttentionOneQueryOnly(ref.AdditiveAttention):
+    """The page's score for one query per sentence, given (B, L, Eq): W_s(query).unsqueeze(-2)
+    (B, L, 1, A) plus W_h(keys) (B, S, A) lines the keys of sentence l up with query l."""
+
+    def score(self, query, keys, projected_keys=None):
+        projected = self.W_h(keys) if projected_keys is None else projected_keys  # (B, S, A)
+        hidden = torch.tanh(projected + self.W_s(query).unsqueeze(-2))
+        return self.v(hidden).squeeze(-1)
 
 
 class AttentionIgnoresProjectedKeys(ref.AdditiveAttention):
     """Recomputes W_h(keys) at every call, whatever projected_keys holds."""
+
+    def score(self, query, keys, projected_keys=None):
+        return super().score(query, keys, None)
+
+
+class AttentionForwardDropsProjectedKeys(ref.AdditiveAttention):
+    """score uses projected_keys, but forward does not hand it on."""
 
     def forward(self, query, keys, mask=None, projected_keys=None):
         return super().forward(query, keys, mask, None)
@@ -132,7 +193,20 @@ class AttentionDotProduct(ref.AdditiveAttention):
 
     def score(self, query, keys, projected_keys=None):
         projected = self.W_h(keys) if projected_keys is None else projected_keys  # (B, S, A)
-        return (projected * self.W_s(query).unsqueeze(-2)).sum(dim=-1)  # (B, S)
+        if query.dim() == 3:
+            projected = projected.unsqueeze(1)
+        return (projected * self.W_s(query).unsqueeze(-2)).sum(dim=-1)  # (B, [L,] S)
+
+
+class AttentionContextFromFirstQuery(ref.AdditiveAttention):
+    """Averages the keys with the first query's weights for every query."""
+
+    def forward(self, query, keys, mask=None, projected_keys=None):
+        weights = masked_softmax(self.score(query, keys, projected_keys), mask)
+        if weights.dim() == 3:
+            first = weights[:, :1].expand_as(weights)
+            return first @ keys, weights
+        return _context(weights, keys), weights
 
 
 def masked_softmax(scores, mask=None):
@@ -143,6 +217,10 @@ def masked_softmax(scores, mask=None):
 # --- AttentiveDecoder -------------------------------------------------------------------------
 
 
+def _deep_output(decoder, state, context, embedded):
+    return decoder.out(ref.maxout(decoder.readout(torch.cat([state, context, embedded], dim=-1))))
+
+
 class DecoderIgnoresContext(ref.AttentiveDecoder):
     """Computes the attention and throws its context away: chapter 1's decoder again."""
 
@@ -151,8 +229,7 @@ class DecoderIgnoresContext(ref.AttentiveDecoder):
         context, weights = self.attention(s_prev, annotations, mask, projected_keys)
         blind = torch.zeros_like(context)  # (B, Ek)
         state = self.cell(torch.cat([embedded, blind], dim=-1), s_prev)  # (B, Eq)
-        logits = self.out(torch.cat([state, blind, embedded], dim=-1))  # (B, V)
-        return logits, state, weights
+        return _deep_output(self, state, blind, embedded), state, weights
 
 
 class DecoderQueriesNewState(ref.AttentiveDecoder):
@@ -163,8 +240,7 @@ class DecoderQueriesNewState(ref.AttentiveDecoder):
         blind = annotations.new_zeros(annotations.size(0), annotations.size(-1))  # (B, Ek)
         state = self.cell(torch.cat([embedded, blind], dim=-1), s_prev)  # (B, Eq)
         context, weights = self.attention(state, annotations, mask, projected_keys)
-        logits = self.out(torch.cat([state, context, embedded], dim=-1))  # (B, V)
-        return logits, state, weights
+        return _deep_output(self, state, context, embedded), state, weights
 
 
 class DecoderContextOnlyAtOutput(ref.AttentiveDecoder):
@@ -175,16 +251,17 @@ class DecoderContextOnlyAtOutput(ref.AttentiveDecoder):
         context, weights = self.attention(s_prev, annotations, mask, projected_keys)
         blind = torch.zeros_like(context)  # (B, Ek)
         state = self.cell(torch.cat([embedded, blind], dim=-1), s_prev)  # (B, Eq)
-        logits = self.out(torch.cat([state, context, embedded], dim=-1))  # (B, V)
-        return logits, state, weights
+        return _deep_output(self, state, context, embedded), state, weights
 
 
 class DecoderReturnsPreviousState(ref.AttentiveDecoder):
     """Returns s_prev: the decoder never moves on."""
 
     def step(self, y_prev, s_prev, annotations, mask=None, projected_keys=None):
-        logits, _, weights = super().step(y_prev, s_prev, annotations, mask, projected_keys)
-        return logits, s_prev, weights
+        embedded = self.embedding(y_prev)  # (B, E)
+        context, weights = self.attention(s_prev, annotations, mask, projected_keys)
+        state = self.cell(torch.cat([embedded, context], dim=-1), s_prev)  # (B, Eq)
+        return _deep_output(self, state, context, embedded), s_prev, weights
 
 
 class DecoderSwapsCellInput(ref.AttentiveDecoder):
@@ -194,19 +271,7 @@ class DecoderSwapsCellInput(ref.AttentiveDecoder):
         embedded = self.embedding(y_prev)  # (B, E)
         context, weights = self.attention(s_prev, annotations, mask, projected_keys)
         state = self.cell(torch.cat([context, embedded], dim=-1), s_prev)  # (B, Eq)
-        logits = self.out(torch.cat([state, context, embedded], dim=-1))  # (B, V)
-        return logits, state, weights
-
-
-class DecoderOutputFromPreviousState(ref.AttentiveDecoder):
-    """Reads the output from s_{i-1} rather than the new state s_i."""
-
-    def step(self, y_prev, s_prev, annotations, mask=None, projected_keys=None):
-        embedded = self.embedding(y_prev)  # (B, E)
-        context, weights = self.attention(s_prev, annotations, mask, projected_keys)
-        state = self.cell(torch.cat([embedded, context], dim=-1), s_prev)  # (B, Eq)
-        logits = self.out(torch.cat([s_prev, context, embedded], dim=-1))  # (B, V)
-        return logits, state, weights
+        return _deep_output(self, state, context, embedded), state, weights
 
 
 class DecoderDropsProjectedKeys(ref.AttentiveDecoder):
@@ -216,42 +281,82 @@ class DecoderDropsProjectedKeys(ref.AttentiveDecoder):
         return super().step(y_prev, s_prev, annotations, mask, None)
 
 
+class DecoderReadoutFromPreviousState(ref.AttentiveDecoder):
+    """The deep output reads s_{i-1} (the paper's readout) where the instructions say s_i."""
+
+    def step(self, y_prev, s_prev, annotations, mask=None, projected_keys=None):
+        embedded = self.embedding(y_prev)  # (B, E)
+        context, weights = self.attention(s_prev, annotations, mask, projected_keys)
+        state = self.cell(torch.cat([embedded, context], dim=-1), s_prev)  # (B, Eq)
+        return _deep_output(self, s_prev, context, embedded), state, weights
+
+
+class DecoderMaxoutOverHalves(ref.AttentiveDecoder):
+    """Takes the larger of unit j and unit j + M instead of the consecutive pair 2j, 2j + 1."""
+
+    def step(self, y_prev, s_prev, annotations, mask=None, projected_keys=None):
+        embedded = self.embedding(y_prev)  # (B, E)
+        context, weights = self.attention(s_prev, annotations, mask, projected_keys)
+        state = self.cell(torch.cat([embedded, context], dim=-1), s_prev)  # (B, Eq)
+        t = self.readout(torch.cat([state, context, embedded], dim=-1))  # (B, 2M)
+        t = t.view(t.size(0), 2, -1).amax(dim=1)  # (B, M): the two halves
+        return self.out(t), state, weights
+
+
+class DecoderReadoutOrder(ref.AttentiveDecoder):
+    """Reads out [c_i; s_i; E y] into a layer whose weights expect [s_i; c_i; E y]."""
+
+    def step(self, y_prev, s_prev, annotations, mask=None, projected_keys=None):
+        embedded = self.embedding(y_prev)  # (B, E)
+        context, weights = self.attention(s_prev, annotations, mask, projected_keys)
+        state = self.cell(torch.cat([embedded, context], dim=-1), s_prev)  # (B, Eq)
+        t = self.readout(torch.cat([context, state, embedded], dim=-1))  # (B, 2M)
+        return self.out(ref.maxout(t)), state, weights
+
+
 WRONG = {
     "masked_softmax": {
-        f.__name__: f
-        for f in (
-            softmax_over_batch_axis,
-            softmax_padding_not_masked,
-            softmax_mask_after,
-            softmax_flipped_polarity,
-            softmax_nan_when_fully_masked,
-            softmax_large_negative_fill,
-            softmax_exp_overflows,
+        f.__name__: Mistake(f, says)
+        for f, says in (
+            (softmax_over_batch_axis, "first dimension (the batch)"),
+            (softmax_padding_not_masked, "the mask is ignored"),
+            (softmax_mask_after, "sum to 1"),
+            (softmax_flipped_polarity, "wrong way round"),
+            (softmax_nan_when_fully_masked, "contain NaN"),
+            (softmax_large_negative_fill, "attends to nothing"),
+            (softmax_exp_overflows, "not finite"),
+            (softmax_mask_lined_up_with_queries, "lined up with the queries"),
+            (softmax_always_unsqueezes, "shape"),
         )
     },
     "AdditiveAttention": {
-        c.__name__: c
-        for c in (
-            AttentionSoftmaxOverBatch,
-            AttentionPaddingNotMasked,
-            AttentionIgnoresQuery,
-            AttentionNoTanh,
-            AttentionTanhOutside,
-            AttentionIgnoresProjectedKeys,
-            AttentionWithBiases,
-            AttentionDotProduct,
+        c.__name__: Mistake(c, says)
+        for c, says in (
+            (AttentionSoftmaxOverBatch, "softmax runs over the batch"),
+            (AttentionPaddingNotMasked, "padding is not masked"),
+            (AttentionIgnoresQuery, "W_s(query) is added"),
+            (AttentionNoTanh, "then tanh"),
+            (AttentionTanhOutside, "then tanh"),
+            (AttentionOneQueryOnly, "keys of sentence l"),
+            (AttentionIgnoresProjectedKeys, "projected_keys is ignored"),
+            (AttentionForwardDropsProjectedKeys, "not passed on to score"),
+            (AttentionWithBiases, "has a bias"),
+            (AttentionDotProduct, "then tanh"),
+            (AttentionContextFromFirstQuery, "weighted sum of the keys"),
         )
     },
     "AttentiveDecoder": {
-        c.__name__: c
-        for c in (
-            DecoderIgnoresContext,
-            DecoderQueriesNewState,
-            DecoderContextOnlyAtOutput,
-            DecoderReturnsPreviousState,
-            DecoderSwapsCellInput,
-            DecoderOutputFromPreviousState,
-            DecoderDropsProjectedKeys,
+        c.__name__: Mistake(c, says)
+        for c, says in (
+            (DecoderIgnoresContext, "does not see the context"),
+            (DecoderQueriesNewState, "asked with the new state"),
+            (DecoderContextOnlyAtOutput, "does not see the context"),
+            (DecoderReturnsPreviousState, "the state returned is s_prev"),
+            (DecoderSwapsCellInput, "the embedding first"),
+            (DecoderDropsProjectedKeys, "not passed on to self.attention"),
+            (DecoderReadoutFromPreviousState, "the readout reads s_prev"),
+            (DecoderMaxoutOverHalves, "consecutive pair"),
+            (DecoderReadoutOrder, "in that order"),
         )
     },
 }
