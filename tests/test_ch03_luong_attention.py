@@ -2,20 +2,28 @@
 beyond the contract.
 
 What every chapter must meet (the reference passes its checks, each known mistake fails its part
-and only its part, ...) is in test_chapter_contract.py.
+and only its part, the correct variants pass, ...) is in test_chapter_contract.py. Here: the three
+scores the notebook hands out are the reference's; local attention (the positions, the window, the
+Gaussian, the layer) against the paper's formulas written out one query at a time; each graded
+behaviour's check charges its own mistakes only; checks hide values.
 """
 
+import json
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from autograder.chapters.ch03_luong_attention import checks
+from autograder.chapters import load
+from autograder.chapters.ch03_luong_attention import checks, wrong
 from autograder.chapters.ch03_luong_attention import reference as ref
 from autograder.toolkit import TOLERANCES, CheckFailed
 
 from chapter_helpers import DEVICES
+from nbgrader_helpers import REPO
+
+SLUG = "ch03_luong_attention"
 
 
 def draw(batch, L, S, Dq, Dk, A, seed, dtype=torch.float64, device="cpu"):
@@ -56,46 +64,108 @@ def test_scores_match_their_formulas_pair_by_pair(L, S, Dq, Dk, A, dtype, device
         torch.testing.assert_close(batched, one_pair_at_a_time(formula, L, S), rtol=rtol, atol=atol)
 
 
-def test_scores_broadcast_over_leading_dimensions():
-    q, k, W_gen, W_cat, v = draw((2, 3), 4, 5, 6, 6, 7, seed=0)
-    for fn, args in (
-        (ref.dot_score, ()),
-        (ref.general_score, (W_gen,)),
-        (ref.concat_score, (W_cat, v)),
-    ):
-        out = fn(q, k, *args)  # (2, 3, L, S)
-        assert out.shape == (2, 3, 4, 5)
-        for b in range(2):
-            for h in range(3):
-                torch.testing.assert_close(out[b, h], fn(q[b, h], k[b, h], *args))
+def _given_scores() -> dict:
+    """The score functions the notebook's setup cell hands out."""
+    nb = json.loads((REPO / "solutions" / SLUG / f"{SLUG}.ipynb").read_text())
+    setup = next(c for c in nb["cells"] if c.get("id") == "setup")
+    namespace: dict = {}
+    exec("".join(setup["source"]), namespace)
+    return namespace
 
 
-def test_general_with_identity_is_dot_and_concat_is_bahdanaus_additive_score():
-    q, k, _, W_cat, v = draw((2,), 3, 5, 4, 4, 6, seed=1)
-    torch.testing.assert_close(ref.general_score(q, k, torch.eye(4, dtype=q.dtype)),
-                               ref.dot_score(q, k))  # fmt: skip
-    W_s, W_h = W_cat[:, :4], W_cat[:, 4:]  # (A, Dq), (A, Dk)
-    additive = torch.tanh((q @ W_s.T).unsqueeze(-2) + (k @ W_h.T).unsqueeze(-3)) @ v  # (B, L, S)
-    torch.testing.assert_close(ref.concat_score(q, k, W_cat, v), additive)
+def test_the_scores_the_notebook_hands_out_are_the_references():
+    given = _given_scores()
+    q, k, W_gen, W_cat, v = draw((2,), 3, 5, 4, 6, 7, seed=3)
+    k_same = k[..., :4]
+    torch.testing.assert_close(given["dot_score"](q, k_same), ref.dot_score(q, k_same))
+    torch.testing.assert_close(given["general_score"](q, k, W_gen), ref.general_score(q, k, W_gen))
+    torch.testing.assert_close(given["concat_score"](q, k, W_cat, v),
+                               ref.concat_score(q, k, W_cat, v))  # fmt: skip
 
 
-@pytest.mark.parametrize("r", [1, 3, 8])
-def test_general_score_is_a_dot_product_of_projections(r):
-    """h_tᵀ W_a h̄_s = (W_qᵀ h_t) · (W_kᵀ h̄_s) for W_a = W_q W_kᵀ, of rank r (the page's bridge)."""
-    g = torch.Generator().manual_seed(r)
-    W_q = torch.randn(8, r, generator=g, dtype=torch.float64)  # (Dq, r)
-    W_k = torch.randn(6, r, generator=g, dtype=torch.float64)  # (Dk, r)
-    q, k, _, _, _ = draw((3,), 4, 5, 8, 6, 2, seed=r)
-    W_a = W_q @ W_k.T  # (Dq, Dk)
-    torch.testing.assert_close(ref.general_score(q, k, W_a), ref.dot_score(q @ W_q, k @ W_k))
-    assert torch.linalg.matrix_rank(W_a) == min(r, 6)
+def test_predicted_positions_match_the_papers_formula_sentence_by_sentence():
+    g = torch.Generator().manual_seed(0)
+    query = torch.randn(3, 4, 6, generator=g, dtype=torch.float64)  # (B, L, D)
+    W_p = torch.randn(5, 6, generator=g, dtype=torch.float64)  # (A, D)
+    v_p = torch.randn(5, generator=g, dtype=torch.float64)  # (A,)
+    lengths = torch.tensor([9, 2, 5])
+    p = ref.predicted_positions(query, W_p, v_p, lengths)  # (B, L)
+    for b in range(3):
+        for t in range(4):
+            expected = lengths[b] * torch.sigmoid(v_p @ torch.tanh(W_p @ query[b, t]))
+            torch.testing.assert_close(p[b, t], expected.to(torch.float64))
+    assert bool(((p > 0) & (p < lengths[:, None])).all())
+    zeros = ref.predicted_positions(query, torch.zeros_like(W_p), torch.zeros_like(v_p), lengths)
+    torch.testing.assert_close(zeros, lengths[:, None].double().expand(3, 4) / 2)
+
+
+def local_weights_one_query_at_a_time(scores, centres, mask, window, gaussian):
+    """Luong et al.'s equations (7) and (10) for each query on its own, in plain Python."""
+    B, L, S = scores.shape
+    out = torch.zeros_like(scores)
+    sigma = window / 2
+    for b in range(B):
+        for t in range(L):
+            p = centres[b, t].item()
+            inside = [s for s in range(S) if abs(s - p) <= window and bool(mask[b, s])]
+            if not inside:
+                continue
+            e = torch.exp(scores[b, t, inside] - scores[b, t, inside].max())
+            for s, a in zip(inside, e / e.sum(), strict=True):
+                out[b, t, s] = a * (math.exp(-((s - p) ** 2) / (2 * sigma**2)) if gaussian else 1)
+    return out
+
+
+@pytest.mark.parametrize("gaussian", [False, True])
+@pytest.mark.parametrize("window", [1, 2, 4])
+def test_local_weights_are_the_papers_equations_one_query_at_a_time(window, gaussian):
+    g = torch.Generator().manual_seed(window)
+    scores = torch.randn(3, 5, 9, generator=g, dtype=torch.float64)  # (B, L, S)
+    lengths = torch.tensor([9, 4, 1])
+    mask = torch.arange(9) < lengths[:, None]  # (B, S)
+    centres = torch.rand(3, 5, generator=g, dtype=torch.float64) * lengths[:, None]  # (B, L)
+    centres[0, 0], centres[1, 1], centres[2, 2] = 3.0, 6.0, 7.5  # an integer centre; empty windows
+    got = ref.local_weights(scores, centres, mask, window, gaussian)
+    torch.testing.assert_close(
+        got, local_weights_one_query_at_a_time(scores, centres, mask, window, gaussian)
+    )
+
+
+def test_local_m_with_a_window_over_everything_is_global_attention():
+    g = torch.Generator().manual_seed(1)
+    scores = torch.randn(2, 4, 6, generator=g)  # (B, L, S)
+    mask = torch.tensor([[True] * 6, [True, True, True, False, False, False]])
+    t = torch.arange(4.0).expand(2, 4)  # p_t = t: local-m
+    local = ref.local_weights(scores, t, mask, window=10)
+    expected = scores.masked_fill(~mask[:, None, :], float("-inf")).softmax(dim=-1)
+    torch.testing.assert_close(local, expected)
+
+
+def test_the_gaussian_carries_the_gradient_to_the_centres():
+    """The window's edges have no gradient; the Gaussian's does, and it is the derivative of
+    exp(−(s − p)² / (2σ²)) (torch.autograd.gradcheck against finite differences)."""
+    g = torch.Generator().manual_seed(2)
+    scores = torch.randn(2, 3, 7, generator=g, dtype=torch.float64)
+    centres = (torch.rand(2, 3, generator=g, dtype=torch.float64) * 6).requires_grad_()
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    assert torch.autograd.gradcheck(lambda c: ref.local_weights(scores, c, mask, 2, True), centres)
+    assert not ref.local_weights(scores, centres, mask, 2).requires_grad  # no Gaussian: no path
+
+
+def test_an_empty_window_gives_zeros_and_finite_gradients():
+    scores = torch.randn(1, 2, 5, dtype=torch.float64, requires_grad=True)
+    centres = torch.tensor([[2.0, 12.0]], dtype=torch.float64, requires_grad=True)
+    w = ref.local_weights(scores, centres, torch.ones(1, 5, dtype=torch.bool), 2, gaussian=True)
+    assert torch.equal(w[0, 1], torch.zeros(5, dtype=torch.float64))
+    (w * torch.randn_like(w)).sum().backward()
+    assert torch.isfinite(scores.grad).all() and torch.isfinite(centres.grad).all()
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("score", ["dot", "general"])
-def test_layer_equals_torch_sdpa_with_scale_one(score, device):
-    """With no scaling, the dot and general weights and contexts are torch's scaled dot product
-    attention with scale=1 (the general score's query multiplied by W_a first)."""
+def test_the_global_layer_equals_torch_sdpa_with_scale_one(score, device):
+    """With no window and no scaling, the dot and general weights and contexts are torch's scaled
+    dot product attention with scale=1 (the general score's query multiplied by W_a first)."""
     torch.manual_seed(0)
     layer = ref.LuongAttention(8, score).to(device)
     q = torch.randn(3, 4, 8, device=device)  # (B, L, D)
@@ -112,30 +182,35 @@ def test_layer_equals_torch_sdpa_with_scale_one(score, device):
 
 
 @pytest.mark.parametrize("score", ref.SCORES)
-def test_padding_gets_zero_weight_and_a_sentence_alone_is_the_same(score):
+def test_local_p_weights_and_a_sentence_alone_is_the_same(score):
     torch.manual_seed(1)
-    layer = ref.LuongAttention(6, score, attn_dim=4)
-    q, k = torch.randn(2, 3, 6), torch.randn(2, 5, 6)  # (B, L, D), (B, S, D)
+    layer = ref.LuongAttention(6, score, attn_dim=4, window=2).double()
+    q, k = torch.randn(2, 3, 6, dtype=torch.float64), torch.randn(2, 5, 6, dtype=torch.float64)
     mask = torch.tensor([[True] * 5, [True, True, False, False, False]])  # (B, S)
     w = layer.attention_weights(q, k, mask)  # (B, L, S)
+    p = ref.predicted_positions(q, layer.W_p.weight, layer.v_p, mask.sum(-1))
+    torch.testing.assert_close(
+        w, local_weights_one_query_at_a_time(layer.scores(q, k), p, mask, 2, gaussian=True)
+    )
     assert torch.all(w[1, :, 2:] == 0)
-    torch.testing.assert_close(w.sum(-1), torch.ones(2, 3))
+    assert bool((w.sum(-1) <= 1 + 1e-12).all())  # not renormalised after the Gaussian
     torch.testing.assert_close(w[1:, :, :2], layer.attention_weights(q[1:], k[1:, :2]))
     torch.testing.assert_close(layer(q, k, mask)[1:], layer(q[1:], k[1:, :2]))
 
 
+@pytest.mark.parametrize("window", [None, 2])
 @pytest.mark.parametrize("score", ref.SCORES)
-def test_a_sentence_that_is_all_padding_gives_zeros_and_finite_gradients(score):
+def test_a_sentence_that_is_all_padding_gives_zeros_and_finite_gradients(score, window):
     torch.manual_seed(2)
-    layer = ref.LuongAttention(6, score).double()
+    layer = ref.LuongAttention(6, score, window=window).double()
     q = torch.randn(2, 3, 6, dtype=torch.float64, requires_grad=True)
     k = torch.randn(2, 4, 6, dtype=torch.float64, requires_grad=True)
     mask = torch.tensor([[True, True, False, False], [False] * 4])  # (B, S)
     w = layer.attention_weights(q, k, mask)
-    assert torch.equal(w[1], torch.zeros(3, 4))
+    assert torch.equal(w[1], torch.zeros(3, 4, dtype=torch.float64))
     out = layer(q, k, mask)  # (B, L, D)
-    torch.testing.assert_close(out[1], torch.tanh(layer.W_c(torch.cat([torch.zeros(3, 6,
-                               dtype=torch.float64), q[1]], dim=-1))))  # fmt: skip
+    zero_context = torch.zeros(3, 6, dtype=torch.float64)
+    torch.testing.assert_close(out[1], torch.tanh(layer.W_c(torch.cat([zero_context, q[1]], -1))))
     (out * torch.randn_like(out)).sum().backward()
     for t in (q, k, *layer.parameters()):
         assert t.grad is not None and torch.isfinite(t.grad).all()
@@ -150,6 +225,12 @@ def test_layer_parameters_and_their_shapes():
     for score, expected in shapes.items():
         layer = ref.LuongAttention(8, score, attn_dim=5)
         assert {n: tuple(p.shape) for n, p in layer.named_parameters()} == expected
+        local = ref.LuongAttention(8, score, attn_dim=5, window=3)
+        assert {n: tuple(p.shape) for n, p in local.named_parameters()} == {
+            **expected,
+            "W_p.weight": (5, 8),
+            "v_p": (5,),
+        }
     assert ref.LuongAttention(8, "concat").v_a.shape == (8,)
 
 
@@ -157,83 +238,122 @@ def test_layer_parameters_and_their_shapes():
     "call, message",
     [
         (lambda: ref.dot_score(torch.ones(2, 3), torch.ones(2, 4)), "same width D"),
-        (lambda: ref.dot_score(torch.ones(3), torch.ones(2, 3)), "shape (..., length"),
         (lambda: ref.dot_score([[1.0]], torch.ones(1, 1)), "must be a torch.Tensor"),
-        (lambda: ref.general_score(torch.ones(2, 3), torch.ones(2, 4), torch.ones(4, 3)),
-         "weight must have shape"),  # fmt: skip
-        (lambda: ref.concat_score(torch.ones(2, 3), torch.ones(2, 4), torch.ones(5, 6),
-                                  torch.ones(5)), "weight must have shape"),  # fmt: skip
-        (lambda: ref.concat_score(torch.ones(2, 3), torch.ones(2, 4), torch.ones(5, 7),
-                                  torch.ones(4)), "v must have shape"),  # fmt: skip
+        (
+            lambda: ref.general_score(torch.ones(2, 3), torch.ones(2, 4), torch.ones(4, 3)),
+            "weight must have shape",
+        ),  # fmt: skip
+        (
+            lambda: ref.predicted_positions(
+                torch.ones(1, 2, 3), torch.ones(4, 5), torch.ones(4), torch.tensor([2])
+            ),
+            "weight must be (A, D)",
+        ),  # fmt: skip
+        (lambda: ref.local_weights(torch.ones(1, 2, 3), torch.ones(1, 2), None, 0), "window must"),
+        (
+            lambda: ref.local_weights(torch.ones(1, 2, 3), torch.ones(2, 1), None, 1),
+            "centres (B, L)",
+        ),
         (lambda: ref.LuongAttention(8, "cosine"), "score must be one of"),
+        (lambda: ref.LuongAttention(8, window=0), "window must be None or an int"),
         (lambda: ref.LuongAttention(0), "widths must be positive"),
-        (lambda: ref.LuongAttention(4, "dot").attention_weights(
-            torch.ones(1, 2, 4), torch.ones(1, 3, 4), torch.ones(1, 3)), "mask must be boolean"),
+        (
+            lambda: ref.LuongAttention(4, "dot").attention_weights(
+                torch.ones(1, 2, 4), torch.ones(1, 3, 4), torch.ones(1, 3)
+            ),
+            "mask must be boolean",
+        ),
     ],
 )
 def test_bad_input_gets_a_clear_error(call, message):
-    with pytest.raises((ValueError, TypeError), match=message.replace("(", r"\(")):
+    with pytest.raises(
+        (ValueError, TypeError), match=message.replace("(", r"\(").replace(")", r"\)")
+    ):
         call()
 
 
-def test_the_layer_check_stands_the_reference_scores_in_for_the_students():
-    """A wrong dot_score in the student's namespace does not cost the LuongAttention part."""
-    namespace = {"__name__": "student"}
-    source = '''
-import math
-import torch
-from torch import nn
-
-def dot_score(query, keys):
-    return query @ keys.transpose(-2, -1) / math.sqrt(query.size(-1))   # wrong: scaled
-
-def general_score(query, keys, weight):
-    raise NotImplementedError()
-
-def concat_score(query, keys, weight, v):
-    raise NotImplementedError()
-'''
-    exec(source, namespace)
+def test_the_layer_checks_stand_the_reference_in_for_the_students_broken_parts():
+    """A wrong local_weights in the student's namespace costs Part 2 only: the layer is checked
+    with the reference's standing in for it."""
+    namespace = {"__name__": "student", "torch": torch}
+    exec(
+        "def predicted_positions(query, weight, v, lengths):\n"
+        "    raise NotImplementedError()\n"
+        "def local_weights(scores, centres, mask, window, gaussian=False):\n"
+        "    return scores.softmax(dim=-1)   # wrong: no window, no mask\n",
+        namespace,
+    )
     namespace["Reference"] = ref.LuongAttention
     exec(
         "class LuongAttention(Reference):\n"
-        "    def scores(self, query, keys):\n"
-        "        if self.score == 'dot':\n"
-        "            return dot_score(query, keys)\n"
-        "        if self.score == 'general':\n"
-        "            return general_score(query, keys, self.W_a.weight)\n"
-        "        return concat_score(query, keys, self.W_a.weight, self.v_a)\n",
+        "    def attention_weights(self, query, keys, mask=None):\n"
+        "        if self.window is None:\n"
+        "            return super().attention_weights(query, keys, mask)\n"
+        "        B, S = keys.shape[:2]\n"
+        "        n = mask.sum(-1) if mask is not None else torch.full((B,), S)\n"
+        "        p = predicted_positions(query, self.W_p.weight, self.v_p, n)\n"
+        "        e = self.scores(query, keys)\n"
+        "        return local_weights(e, p, mask, self.window, gaussian=True)\n",
         namespace,
     )
-    checks.check_luong_attention(namespace["LuongAttention"])
-    with pytest.raises(CheckFailed, match="not scaled|divided by sqrt"):
-        checks.check_dot_score(namespace["dot_score"])
-    assert namespace["dot_score"](torch.ones(1, 4), torch.ones(1, 4)).item() == 2.0  # put back
+    checks.check_local_attention_weights(namespace["LuongAttention"])
+    checks.check_local_attention_output(namespace["LuongAttention"])
+    with pytest.raises(CheckFailed, match="raised NotImplementedError"):
+        checks.check_predicted_positions(namespace["predicted_positions"])
+    with pytest.raises(CheckFailed):
+        checks.check_local_window(namespace["local_weights"])
+    assert namespace["local_weights"](torch.zeros(1, 1, 2), None, None, 1).sum() == 1  # put back
+
+
+_BEHAVIOURS = {
+    "local_weights": ("local_weights_window_tests", "local_weights_gaussian_tests"),
+    "LuongAttention": ("luong_attention_weights_tests", "luong_attention_output_tests"),
+}
+
+
+@pytest.mark.parametrize(
+    "name, mistake, failing",
+    [
+        ("local_weights", "window_excludes_its_ends", {"local_weights_window_tests"}),
+        ("local_weights", "window_ignores_the_mask", {"local_weights_window_tests"}),
+        ("local_weights", "gaussian_sigma_is_the_window", {"local_weights_gaussian_tests"}),
+        ("local_weights", "gaussian_centres_detached", {"local_weights_gaussian_tests"}),
+        ("LuongAttention", "LuongNoGaussian", {"luong_attention_weights_tests"}),
+        ("LuongAttention", "LuongPositionsDetached", {"luong_attention_weights_tests"}),
+        ("LuongAttention", "LuongRenormalisedContext", {"luong_attention_output_tests"}),
+    ],
+)
+def test_a_mistake_costs_its_own_behaviours_points_only(name, mistake, failing):
+    """The window and the Gaussian, the weights and the output, are graded apart."""
+    chapter = load(SLUG)
+    impl = wrong.WRONG[name][mistake].impl
+    failed = set()
+    for gid in _BEHAVIOURS[name]:
+        try:
+            chapter.part(gid).check(impl)
+        except CheckFailed:
+            failed.add(gid)
+    assert failed == failing
 
 
 def test_failing_check_does_not_print_hidden_values():
     seen = set()
 
-    def spy(query, keys, weight, v):
-        seen.update(f"{x:.4f}" for x in query.flatten().tolist()[:20])
-        return ref.concat_score(query, keys, weight, v) + 1.0  # wrong everywhere
+    def spy(scores, centres, mask, window, gaussian=False):
+        seen.update(f"{x:.4f}" for x in scores.flatten().tolist()[:20])
+        return ref.local_weights(scores, centres, mask, window, gaussian) + 1.0  # wrong everywhere
 
     with pytest.raises(CheckFailed) as caught:
-        checks.check_concat_score(spy)
+        checks.check_local_window(spy)
     assert not any(value in str(caught.value) for value in seen)
 
 
 def test_check_reports_an_exception_as_a_failure_naming_the_function():
-    def broken(query, keys):
+    def broken(query, weight, v, lengths):
         raise NotImplementedError()
 
-    with pytest.raises(CheckFailed, match="dot_score.*raised NotImplementedError"):
-        checks.check_dot_score(broken)
-
-
-def test_unscaled_is_what_the_dot_check_wants():
-    q, k = torch.tensor([[2.0, 0.0, 0.0, 0.0]]), torch.tensor([[3.0, 0.0, 0.0, 0.0]])
-    assert ref.dot_score(q, k).item() == 6.0 != 6.0 / math.sqrt(4)
+    with pytest.raises(CheckFailed, match="predicted_positions.*raised NotImplementedError"):
+        checks.check_predicted_positions(broken)
 
 
 @pytest.mark.skipif(
@@ -241,8 +361,9 @@ def test_unscaled_is_what_the_dot_check_wants():
     reason="LOUD SKIP: no CUDA device here; a CPU-only answer is only caught when grading on a GPU",
 )
 def test_cpu_only_answer_fails_when_the_checks_run_on_cuda():
-    def cpu_only(query, keys):
-        return ref.dot_score(query.cpu(), keys.cpu())
+    def cpu_only(scores, centres, mask, window, gaussian=False):
+        mask = None if mask is None else mask.cpu()
+        return ref.local_weights(scores.cpu(), centres.cpu(), mask, window, gaussian)
 
     with pytest.raises(CheckFailed, match="on cpu but the inputs were on cuda"):
-        checks.check_dot_score(cpu_only)
+        checks.check_local_window(cpu_only)

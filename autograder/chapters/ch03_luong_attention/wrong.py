@@ -1,180 +1,226 @@
 """Known-wrong implementations for chapter 3: the mistakes the checks must catch.
 
-Each entry is a plausible student mistake. The contract test runs every check on every entry and
-requires its own part's check to fail, with a message that shows no values, and every other part
-to pass.
+Each entry is a plausible student mistake, right in everything but its mistake. The contract test
+runs every check on every entry and requires a check of its own name to fail with a message that
+contains the entry's phrase (the words that name the mistake for the student), and every other
+name's checks to pass (one bug, one part).
 
-``WRONG`` maps the name of the graded function or class to {mistake: implementation}.
+``WRONG`` maps the name of the graded function or class to {mistake: Mistake(implementation,
+phrase)}.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from autograder.chapters import Mistake
+
 from . import reference as ref
-from .reference import concat_score, dot_score, general_score
+from .reference import local_weights, predicted_positions
 
-# --- dot_score ------------------------------------------------------------------------------
-
-
-def dot_scaled(query, keys):
-    """Chapter 4's scaling, which Luong's dot score does not have."""
-    return query @ keys.transpose(-2, -1) / math.sqrt(query.size(-1))
+# --- predicted_positions ----------------------------------------------------------------------
 
 
-def dot_softmax(query, keys):
-    """Returns the weights instead of the scores."""
-    return (query @ keys.transpose(-2, -1)).softmax(dim=-1)
+def _sigmoid_of(query, weight, v):
+    return torch.sigmoid(torch.tanh(query @ weight.T) @ v)  # (B, L)
 
 
-def dot_transpose_2d_only(query, keys):
-    """keys.T reverses every dimension: wrong as soon as there is a batch dimension."""
-    return query @ keys.T
+def _S_b(lengths, query):
+    return lengths.to(query.device, query.dtype)[:, None]  # (B, 1)
 
 
-def dot_keys_first(query, keys):
-    """One row per key instead of one per query: (..., S, L)."""
-    return keys @ query.transpose(-2, -1)
+def positions_weight_transposed(query, weight, v, lengths):
+    """query @ W_p instead of query @ W_p.T (runs only when A = D)."""
+    return _S_b(lengths, query) * torch.sigmoid(torch.tanh(query @ weight) @ v)
 
 
-def dot_no_grad(query, keys):
-    with torch.no_grad():
-        return query @ keys.transpose(-2, -1)
+def positions_not_scaled(query, weight, v, lengths):
+    """sigmoid(...) alone: a position between 0 and 1 for every sentence."""
+    return _sigmoid_of(query, weight, v)
 
 
-# --- general_score --------------------------------------------------------------------------
+def positions_longest_length(query, weight, v, lengths):
+    """Scales every sentence by the longest length of the batch."""
+    return lengths.max().to(query.device, query.dtype) * _sigmoid_of(query, weight, v)
 
 
-def general_weight_transposed(query, keys, weight):
-    return query @ weight.T @ keys.transpose(-2, -1)
+def positions_no_tanh(query, weight, v, lengths):
+    return _S_b(lengths, query) * torch.sigmoid((query @ weight.T) @ v)
 
 
-def general_ignores_weight(query, keys, weight):
-    return query @ keys.transpose(-2, -1)
+def positions_last_index(query, weight, v, lengths):
+    """(S_b − 1) · sigmoid(...): the last index instead of the paper's S_b."""
+    return (_S_b(lengths, query) - 1) * _sigmoid_of(query, weight, v)
 
 
-def general_scaled(query, keys, weight):
-    return query @ weight @ keys.transpose(-2, -1) / math.sqrt(keys.size(-1))
+# --- local_weights ----------------------------------------------------------------------------
 
 
-def general_transpose_2d_only(query, keys, weight):
-    return query @ weight @ keys.T
+def _window(scores, centres, mask, window, *, inclusive=True, rounded=False):
+    positions = torch.arange(scores.size(-1), device=scores.device, dtype=scores.dtype)
+    c = centres.round() if rounded else centres
+    distance = (positions - c.unsqueeze(-1)).abs()  # (B, L, S)
+    allowed = distance <= window if inclusive else distance < window
+    if mask is not None:
+        allowed = allowed & mask.unsqueeze(-2)
+    return allowed
 
 
-# --- concat_score ---------------------------------------------------------------------------
+def _softmax_where(scores, allowed):
+    empty = ~allowed.any(dim=-1, keepdim=True)
+    masked = scores.masked_fill(~allowed, float("-inf")).masked_fill(empty, 0.0)
+    return masked.softmax(dim=-1).masked_fill(empty, 0.0)
 
 
-def _halves(query, keys, weight):
-    Dq = query.size(-1)
-    return (query @ weight[:, :Dq].T).unsqueeze(-2), (keys @ weight[:, Dq:].T).unsqueeze(-3)
+def _gaussian(scores, centres, window, sigma=None):
+    positions = torch.arange(scores.size(-1), device=scores.device, dtype=scores.dtype)
+    sigma = window / 2 if sigma is None else sigma
+    return torch.exp(-((positions - centres.unsqueeze(-1)) ** 2) / (2 * sigma**2))
 
 
-def concat_no_tanh(query, keys, weight, v):
-    """Linear in the query and the key: the softmax over the keys then ignores the query."""
-    a, b = _halves(query, keys, weight)
-    return (a + b) @ v
+def window_excludes_its_ends(scores, centres, mask, window, gaussian=False):
+    """|s − p_t| < D: the positions at distance exactly D are left out."""
+    w = _softmax_where(scores, _window(scores, centres, mask, window, inclusive=False))
+    return w * _gaussian(scores, centres, window) if gaussian else w
 
 
-def concat_halves_swapped(query, keys, weight, v):
-    """[h̄_s; h_t] instead of [h_t; h̄_s] (only runs when Dq = Dk)."""
-    Dk = keys.size(-1)
-    a = (query @ weight[:, Dk:].T).unsqueeze(-2)
-    b = (keys @ weight[:, :Dk].T).unsqueeze(-3)
-    return torch.tanh(a + b) @ v
+def window_rounds_the_centre(scores, centres, mask, window, gaussian=False):
+    """The window around round(p_t) instead of the real-valued p_t."""
+    w = _softmax_where(scores, _window(scores, centres, mask, window, rounded=True))
+    return w * _gaussian(scores, centres, window) if gaussian else w
 
 
-def concat_tanh_after_v(query, keys, weight, v):
-    a, b = _halves(query, keys, weight)
-    return torch.tanh((a + b) @ v)
+def window_ignores_the_mask(scores, centres, mask, window, gaussian=False):
+    """The window alone: padding inside it takes a share of the weight."""
+    w = _softmax_where(scores, _window(scores, centres, None, window))
+    return w * _gaussian(scores, centres, window) if gaussian else w
 
 
-def concat_without_v(query, keys, weight, v):
-    a, b = _halves(query, keys, weight)
-    return torch.tanh(a + b).sum(dim=-1)
+def window_softmax_over_everything(scores, centres, mask, window, gaussian=False):
+    """The softmax over all S positions, then zeros outside the window: rows sum to less than 1."""
+    allowed = _window(scores, centres, mask, window)
+    w = scores.softmax(dim=-1).masked_fill(~allowed, 0.0)
+    return w * _gaussian(scores, centres, window) if gaussian else w
 
 
-def concat_pairs_by_position(query, keys, weight, v):
-    """Scores query l against key l only (runs only when L = S), then repeats them."""
-    Dq = query.size(-1)
-    hidden = torch.tanh(query @ weight[:, :Dq].T + keys @ weight[:, Dq:].T)  # (..., L, A)
-    return (hidden @ v).unsqueeze(-1).expand(*query.shape[:-1], keys.size(-2))
+def window_nan_when_empty(scores, centres, mask, window, gaussian=False):
+    """-inf outside the window, and nothing for a query whose window holds no word: 0/0."""
+    allowed = _window(scores, centres, mask, window)
+    w = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
+    return w * _gaussian(scores, centres, window) if gaussian else w
 
 
-# --- LuongAttention -------------------------------------------------------------------------
+def window_large_negative_fill(scores, centres, mask, window, gaussian=False):
+    """-1e9 instead of -inf: a query whose window holds no word gets uniform weights."""
+    allowed = _window(scores, centres, mask, window)
+    w = scores.masked_fill(~allowed, -1e9).softmax(dim=-1)
+    return w * _gaussian(scores, centres, window) if gaussian else w
+
+
+def gaussian_ignored(scores, centres, mask, window, gaussian=False):
+    """The gaussian argument is accepted and ignored."""
+    return local_weights(scores, centres, mask, window)
+
+
+def gaussian_sigma_is_the_window(scores, centres, mask, window, gaussian=False):
+    """σ = D instead of the paper's D / 2."""
+    w = local_weights(scores, centres, mask, window)
+    return w * _gaussian(scores, centres, window, sigma=window) if gaussian else w
+
+
+def gaussian_renormalised(scores, centres, mask, window, gaussian=False):
+    """Divides by the sum after the Gaussian: the rows sum to 1 again."""
+    w = local_weights(scores, centres, mask, window, gaussian)
+    if not gaussian:
+        return w
+    total = w.sum(dim=-1, keepdim=True)
+    return torch.where(total > 0, w / total.clamp_min(1e-30), w)
+
+
+def gaussian_centres_detached(scores, centres, mask, window, gaussian=False):
+    """The Gaussian of the detached centres: no gradient reaches p_t, which never learns."""
+    w = local_weights(scores, centres, mask, window)
+    return w * _gaussian(scores, centres.detach(), window) if gaussian else w
+
+
+def gaussian_rounded_centre(scores, centres, mask, window, gaussian=False):
+    """The Gaussian centred on round(p_t)."""
+    w = local_weights(scores, centres, mask, window)
+    return w * _gaussian(scores, centres.round(), window) if gaussian else w
+
+
+# --- LuongAttention ---------------------------------------------------------------------------
 
 
 class _Layer(ref.LuongAttention):
-    """The reference's parameters, with score functions looked up in this module."""
+    """The reference's parameters and scores; the weights as written here."""
 
-    def scores(self, query, keys):
-        if self.score == "dot":
-            return dot_score(query, keys)
-        if self.score == "general":
-            return general_score(query, keys, self.W_a.weight)
-        return concat_score(query, keys, self.W_a.weight, self.v_a)
-
-    def forward(self, query, keys, mask=None):
-        context = self.attention_weights(query, keys, mask) @ keys  # (B, L, D)
-        return torch.tanh(self.W_c(torch.cat([context, query], dim=-1)))
-
-
-class LuongSoftmaxOverBatch(_Layer):
-    def attention_weights(self, query, keys, mask=None):
+    def _local(self, query, keys, mask, lengths=None, gaussian=True, flip=False):
         scores = self.scores(query, keys)
-        if mask is not None:
-            scores = scores.masked_fill(~mask.unsqueeze(-2), float("-inf"))
-        return scores.softmax(dim=0).nan_to_num(0.0)
+        if lengths is None:
+            B, S = keys.shape[:2]
+            lengths = mask.sum(-1) if mask is not None else torch.full((B,), S)
+        centres = predicted_positions(query, self.W_p.weight, self.v_p, lengths)
+        used = None if mask is None else (~mask if flip else mask)
+        return local_weights(scores, centres, used, self.window, gaussian=gaussian)
 
 
-class LuongPaddingNotMasked(_Layer):
+class LuongNoGaussian(_Layer):
     def attention_weights(self, query, keys, mask=None):
-        return self.scores(query, keys).softmax(dim=-1)
+        if self.window is None:
+            return super().attention_weights(query, keys, mask)
+        return self._local(query, keys, mask, gaussian=False)
+
+
+class LuongPaddedWidth(_Layer):
+    """Predicts every sentence's position with the padded width S as its length."""
+
+    def attention_weights(self, query, keys, mask=None):
+        if self.window is None:
+            return super().attention_weights(query, keys, mask)
+        return self._local(query, keys, mask, lengths=torch.full((keys.size(0),), keys.size(1)))
 
 
 class LuongMaskFlipped(_Layer):
-    """Treats True as 'padding', as nn.MultiheadAttention's key_padding_mask does."""
+    """Hands local_weights the mask the wrong way round, as nn.MultiheadAttention's
+    key_padding_mask would have it."""
 
     def attention_weights(self, query, keys, mask=None):
-        scores = self.scores(query, keys)
-        if mask is not None:
-            scores = scores.masked_fill(mask.unsqueeze(-2), float("-inf"))
-        return scores.softmax(dim=-1).nan_to_num(0.0)
+        if self.window is None:
+            return super().attention_weights(query, keys, mask)
+        return self._local(query, keys, mask, flip=True)
 
 
-class LuongMaskAfterSoftmax(_Layer):
-    """Zeros the padding's weights after the softmax: the rest no longer sums to 1."""
+class LuongWindowIgnored(_Layer):
+    """Global attention whatever the window."""
 
-    def attention_weights(self, query, keys, mask=None):
-        weights = self.scores(query, keys).softmax(dim=-1)
-        return weights if mask is None else weights.masked_fill(~mask.unsqueeze(-2), 0.0)
-
-
-class LuongNanWhenAllPadding(_Layer):
     def attention_weights(self, query, keys, mask=None):
         scores = self.scores(query, keys)
         if mask is not None:
             scores = scores.masked_fill(~mask.unsqueeze(-2), float("-inf"))
-        return scores.softmax(dim=-1)  # 0/0 for a sentence that is all padding
+        empty = torch.isneginf(scores).all(dim=-1, keepdim=True)
+        return scores.masked_fill(empty, 0.0).softmax(dim=-1).masked_fill(empty, 0.0)
 
 
-class LuongLargeNegativeFill(_Layer):
-    """-1e9 instead of -inf: a sentence that is all padding gets uniform weights, not zeros."""
+class LuongGlobalPaddingNotMasked(_Layer):
+    def attention_weights(self, query, keys, mask=None):
+        if self.window is None:
+            return self.scores(query, keys).softmax(dim=-1)
+        return super().attention_weights(query, keys, mask)
+
+
+class LuongPositionsDetached(_Layer):
+    """Predicts p_t from a detached query: no gradient reaches W_p and v_p."""
 
     def attention_weights(self, query, keys, mask=None):
+        if self.window is None:
+            return super().attention_weights(query, keys, mask)
         scores = self.scores(query, keys)
-        if mask is not None:
-            scores = scores.masked_fill(~mask.unsqueeze(-2), -1e9)
-        return scores.softmax(dim=-1)
-
-
-class LuongSoftmaxOverSteps(_Layer):
-    def attention_weights(self, query, keys, mask=None):
-        scores = self.scores(query, keys)
-        if mask is not None:
-            scores = scores.masked_fill(~mask.unsqueeze(-2), float("-inf"))
-        return scores.softmax(dim=-2).nan_to_num(0.0)
+        B, S = keys.shape[:2]
+        lengths = mask.sum(-1) if mask is not None else torch.full((B,), S)
+        with torch.no_grad():
+            centres = predicted_positions(query, self.W_p.weight, self.v_p, lengths)
+        return local_weights(scores, centres, mask, self.window, gaussian=True)
 
 
 class LuongNoTanh(_Layer):
@@ -191,62 +237,64 @@ class LuongQueryFirst(_Layer):
         return torch.tanh(self.W_c(torch.cat([query, context], dim=-1)))
 
 
-class LuongContextFromScores(_Layer):
-    """Averages the keys with the raw scores instead of the weights."""
+class LuongRenormalisedContext(_Layer):
+    """Averages the keys with the local weights renormalised to sum to 1."""
 
     def forward(self, query, keys, mask=None):
-        scores = self.scores(query, keys)
-        if mask is not None:
-            scores = scores.masked_fill(~mask.unsqueeze(-2), 0.0)
-        return torch.tanh(self.W_c(torch.cat([scores @ keys, query], dim=-1)))
+        w = self.attention_weights(query, keys, mask)
+        total = w.sum(dim=-1, keepdim=True)
+        w = torch.where(total > 0, w / total.clamp_min(1e-30), w)
+        return torch.tanh(self.W_c(torch.cat([w @ keys, query], dim=-1)))
 
 
-class LuongWeightsDetached(_Layer):
-    """The weights are cut from the graph: no gradient reaches W_a, v_a or the query's score."""
+class LuongAcceptsAnyWindow(_Layer):
+    """Takes window=0 (or any int) without complaint: a window of 0 has σ = 0."""
 
-    def forward(self, query, keys, mask=None):
-        context = self.attention_weights(query, keys, mask).detach() @ keys
-        return torch.tanh(self.W_c(torch.cat([context, query], dim=-1)))
+    def __init__(self, hidden_size, score="general", attn_dim=None, window=None):
+        super().__init__(hidden_size, score, attn_dim, None if window == 0 else window)
+        self.window = window
 
 
 WRONG = {
-    "dot_score": {
-        f.__name__: f
-        for f in (dot_scaled, dot_softmax, dot_transpose_2d_only, dot_keys_first, dot_no_grad)
-    },
-    "general_score": {
-        f.__name__: f
-        for f in (
-            general_weight_transposed,
-            general_ignores_weight,
-            general_scaled,
-            general_transpose_2d_only,
+    "predicted_positions": {
+        f.__name__: Mistake(f, says)
+        for f, says in (
+            (positions_weight_transposed, "used transposed"),
+            (positions_not_scaled, "not scaled by the sentence's length"),
+            (positions_longest_length, "the longest length"),
+            (positions_no_tanh, "there is no tanh"),
+            (positions_last_index, "S_b · sigmoid"),
         )
     },
-    "concat_score": {
-        f.__name__: f
-        for f in (
-            concat_no_tanh,
-            concat_halves_swapped,
-            concat_tanh_after_v,
-            concat_without_v,
-            concat_pairs_by_position,
+    "local_weights": {
+        f.__name__: Mistake(f, says)
+        for f, says in (
+            (window_excludes_its_ends, "includes both ends"),
+            (window_rounds_the_centre, "rounded to a whole position"),
+            (window_ignores_the_mask, "padded positions inside the window"),
+            (window_softmax_over_everything, "sum to 1"),
+            (window_nan_when_empty, "contain NaN"),
+            (window_large_negative_fill, "attends to nothing"),
+            (gaussian_ignored, "Gaussian is not applied"),
+            (gaussian_sigma_is_the_window, "σ = D / 2"),
+            (gaussian_renormalised, "renormalised"),
+            (gaussian_centres_detached, "no gradient reaches the centres"),
+            (gaussian_rounded_centre, "rounded to a whole position"),
         )
     },
     "LuongAttention": {
-        c.__name__: c
-        for c in (
-            LuongSoftmaxOverBatch,
-            LuongPaddingNotMasked,
-            LuongMaskFlipped,
-            LuongMaskAfterSoftmax,
-            LuongNanWhenAllPadding,
-            LuongLargeNegativeFill,
-            LuongSoftmaxOverSteps,
-            LuongNoTanh,
-            LuongQueryFirst,
-            LuongContextFromScores,
-            LuongWeightsDetached,
+        c.__name__: Mistake(c, says)
+        for c, says in (
+            (LuongNoGaussian, "no Gaussian"),
+            (LuongPaddedWidth, "padded width"),
+            (LuongMaskFlipped, "wrong way round"),
+            (LuongWindowIgnored, "the window is ignored"),
+            (LuongGlobalPaddingNotMasked, "padding is not masked"),
+            (LuongPositionsDetached, "no gradient arrives"),
+            (LuongNoTanh, "there is no tanh"),
+            (LuongQueryFirst, "wrong order"),
+            (LuongRenormalisedContext, "renormalised weights"),
+            (LuongAcceptsAnyWindow, "must raise ValueError"),
         )
     },
 }
