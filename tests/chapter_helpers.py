@@ -42,3 +42,21 @@ def judge_with_mistake(slug: str, mistake: str, part_seconds: int = 120) -> dict
         cells, chapter.parts, Options(part_seconds=part_seconds, hidden=(str(REPO),))
     )
     return {v.grade_id: (v.passed, v.message) for v in run.verdicts}
+
+
+def failing_cells(slug: str, name: str, impl) -> set[str]:
+    """The grade ids of the graded cells of `name` (one per behaviour) that `impl` fails."""
+    import warnings
+
+    from autograder.chapters import load
+    from autograder.toolkit import CheckFailed
+
+    failed = set()
+    for part in load(slug).parts_of(name):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                part.check(impl)
+        except CheckFailed:
+            failed.add(part.grade_id)
+    return failed

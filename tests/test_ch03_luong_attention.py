@@ -15,12 +15,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from autograder.chapters import load
 from autograder.chapters.ch03_luong_attention import checks, wrong
 from autograder.chapters.ch03_luong_attention import reference as ref
 from autograder.toolkit import TOLERANCES, CheckFailed
 
-from chapter_helpers import DEVICES
+from chapter_helpers import DEVICES, failing_cells
 from nbgrader_helpers import REPO
 
 SLUG = "ch03_luong_attention"
@@ -242,13 +241,13 @@ def test_layer_parameters_and_their_shapes():
         (
             lambda: ref.general_score(torch.ones(2, 3), torch.ones(2, 4), torch.ones(4, 3)),
             "weight must have shape",
-        ),  # fmt: skip
+        ),
         (
             lambda: ref.predicted_positions(
                 torch.ones(1, 2, 3), torch.ones(4, 5), torch.ones(4), torch.tensor([2])
             ),
             "weight must be (A, D)",
-        ),  # fmt: skip
+        ),
         (lambda: ref.local_weights(torch.ones(1, 2, 3), torch.ones(1, 2), None, 0), "window must"),
         (
             lambda: ref.local_weights(torch.ones(1, 2, 3), torch.ones(2, 1), None, 1),
@@ -305,12 +304,6 @@ def test_the_layer_checks_stand_the_reference_in_for_the_students_broken_parts()
     assert namespace["local_weights"](torch.zeros(1, 1, 2), None, None, 1).sum() == 1  # put back
 
 
-_BEHAVIOURS = {
-    "local_weights": ("local_weights_window_tests", "local_weights_gaussian_tests"),
-    "LuongAttention": ("luong_attention_weights_tests", "luong_attention_output_tests"),
-}
-
-
 @pytest.mark.parametrize(
     "name, mistake, failing",
     [
@@ -325,15 +318,7 @@ _BEHAVIOURS = {
 )
 def test_a_mistake_costs_its_own_behaviours_points_only(name, mistake, failing):
     """The window and the Gaussian, the weights and the output, are graded apart."""
-    chapter = load(SLUG)
-    impl = wrong.WRONG[name][mistake].impl
-    failed = set()
-    for gid in _BEHAVIOURS[name]:
-        try:
-            chapter.part(gid).check(impl)
-        except CheckFailed:
-            failed.add(gid)
-    assert failed == failing
+    assert failing_cells(SLUG, name, wrong.WRONG[name][mistake].impl) == failing
 
 
 def test_failing_check_does_not_print_hidden_values():
