@@ -71,7 +71,7 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None = None) -> to
             f"and {tuple(mask.shape)}"
         )
     # One row of the mask per sentence, the same for each of its queries: (B, [1,] S).
-    mask = mask.view(mask.size(0), *([1] * (scores.dim() - 2)), mask.size(-1))
+    mask = mask.reshape(mask.size(0), *([1] * (scores.dim() - 2)), mask.size(-1))
     scores = scores.masked_fill(~mask, float("-inf"))  # (B, [L,] S)
     # A row with every position masked is all -inf and its softmax 0/0 = NaN, forward and
     # backward: give it finite scores before the softmax and zero weights after it.
