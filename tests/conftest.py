@@ -8,9 +8,17 @@ so the tests of such a fixture share an `xdist_group`, which keeps them on one w
 tests/test_suite_setup.py checks that the groups hold.
 """
 
+import os
 from pathlib import Path
 
-import pytest
+# Two xdist workers share two cores: torch on one thread each (and in every process a test starts:
+# the book's kernels, the graders), instead of each worker's threads waiting on the other's.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
