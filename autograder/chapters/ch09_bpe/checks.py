@@ -4,31 +4,47 @@ Tokenizers work on Python ints, bytes and strings, not on tensors: there is no d
 to vary, so each check runs once, on inputs drawn from fixed seeds (``random.Random``) and on
 the examples the instructions name. Properties come first (the result is a dict, or a list of
 ints; the merges are a dict from pairs of ids to new ids 256, 257, ...), values after. When a
-value is wrong, the check computes the known mistakes (pairs counted without overlaps, merges
-applied in count order, merges across pieces, another tie-breaking rule, ...) and names the one
-the student made; it never prints the hidden texts or the ids.
+value is wrong, the check runs the chapter's known mistakes (``wrong.py``: pairs counted without
+overlaps, merges applied in count order, merges across pieces, another tie-breaking rule, ...) on
+the same input and names the one the student made; it never prints the hidden texts or the ids.
 
-**One bug, one part.** ``BPETokenizer``'s check runs with the reference standing in for
-``get_pair_counts`` and ``merge`` (``stand_ins``): a student's class that calls them by name, as
-the instructions ask, is judged on its own logic. In the grader's sandbox every call of a
-stand-in is a round trip to the judge, so the texts the class is trained on here are short
-(hundreds of bytes) and the merges few.
+``BPETokenizer`` is graded behaviour by behaviour, so that one mistake costs what it breaks:
 
-Not here: the reference (``reference.py``) and the known-wrong implementations (``wrong.py``),
-which the checks of Parts 1 and 2 also use to name a student's mistake.
+- ``check_bpe_train``: training, on texts in which no two pairs ever tie for the highest count
+  (``TIE_FREE``), so that a tie-breaking mistake costs nothing here;
+- ``check_bpe_ties``: the tie rule, on single pieces that occur once (``TIES``), so that the
+  pre-tokenizer and the weighting of repeated pieces do not matter, comparing only the merges
+  that a tie decides;
+- ``check_bpe_encode`` and ``check_bpe_decode``: on merges the check gives the tokenizer,
+  ``BPETokenizer(merges)``, as the instructions promise, so that a training mistake costs
+  training only.
+
+**One bug, one part.** ``BPETokenizer`` calls the student's ``get_pair_counts`` and ``merge``:
+while its checks run, the student's own are used where they pass their own checks, and the
+reference (which accepts minbpe's optional ``counts`` argument too) stands in where they fail.
+In the grader's sandbox every call of a stand-in is a round trip to the judge, so the texts the
+class is trained on here are short (hundreds of bytes) and the merges few.
+
+Not here: the reference (``reference.py``) and the known-wrong implementations (``wrong.py``).
 """
 
 from __future__ import annotations
 
 import random
-from collections import Counter
 
 from autograder.toolkit import CheckFailed, Subject, calling, check, raises
 
 from . import wrong
-from .reference import BPETokenizer, get_pair_counts, merge, pretokenize
+from .reference import BPETokenizer, get_pair_counts, merge
 
-__all__ = ["check_get_pair_counts", "check_merge", "check_bpe_tokenizer"]
+__all__ = [
+    "check_get_pair_counts",
+    "check_merge",
+    "check_bpe_train",
+    "check_bpe_ties",
+    "check_bpe_encode",
+    "check_bpe_decode",
+]
 
 # Where the page explains each step (its section titles).
 _ON_ALGORITHM = "(chapter 9, section 'The algorithm, on four words')"
@@ -151,12 +167,19 @@ _MERGE_MISTAKES = [
         "the last id was dropped; an id at the end that is not part of the pair stays in the "
         "result.",
     ),
+    (
+        wrong.merge_new_id_pairs_again,
+        "the new id took part in another pair: merging is a plain substitution, and new_id, "
+        "whatever its value (even the pair's first id), never starts another pair in the same "
+        "call, so merge([5, 6, 6], (5, 6), 5) is [5, 6].",
+    ),
 ]
 _MERGE_PROBES = [
     ([7, 7, 7], (7, 7), 256),
     ([1, 2, 3, 1, 2, 4], (1, 2), 9),
     ([5, 6, 5, 6, 5], (5, 6), 300),
     ([1, 7, 7, 7, 7, 7, 2], (7, 7), 256),
+    ([5, 6, 6, 3], (5, 6), 5),
 ]
 
 
@@ -180,7 +203,8 @@ def _name_merge_mistake(fn: Subject, got, ids, pair, new_id, what: str) -> None:
 @check()
 def check_merge(fn: Subject) -> None:
     """merge(ids, pair, new_id) -> a new list in which every occurrence of `pair`, scanning
-    left to right (so [7, 7, 7] -> [new, 7]), is replaced by new_id."""
+    left to right (so [7, 7, 7] -> [new, 7]), is replaced by new_id, whatever its value (the
+    new id never starts another pair: merge([5, 6, 6], (5, 6), 5) -> [5, 6])."""
     named = [
         ([], (1, 2), 256, "merge([], (1, 2), 256)"),
         ([5], (5, 5), 256, "merge([5], (5, 5), 256)"),
@@ -191,6 +215,15 @@ def check_merge(fn: Subject) -> None:
         ([7, 7, 7, 7, 7], (7, 7), 256, "merge([7, 7, 7, 7, 7], (7, 7), 256)"),
         ([3, 1, 2], (1, 2), 300, "merge([3, 1, 2], (1, 2), 300) (the pair at the end)"),
         ([1, 2, 3], (1, 2), 300, "merge([1, 2, 3], (1, 2), 300) (the pair at the start)"),
+        ([5, 6, 6], (5, 6), 5, "merge([5, 6, 6], (5, 6), 5) (new_id equal to the pair's first)"),
+        ([1, 2, 1, 2, 2], (1, 2), 1, "merge([1, 2, 1, 2, 2], (1, 2), 1)"),
+        ([7, 7, 7, 7, 7], (7, 7), 7, "merge([7, 7, 7, 7, 7], (7, 7), 7)"),
+        (
+            [4, 9, 9, 4],
+            (4, 9),
+            9,
+            "merge([4, 9, 9, 4], (4, 9), 9) (new_id equal to the pair's second)",
+        ),
     ]
     for ids, pair, new_id, what in named:
         got = calling(what, fn, list(ids), pair, new_id)
@@ -201,7 +234,8 @@ def check_merge(fn: Subject) -> None:
             ids = _random_ids(rng, n, alphabet)
             i = rng.randrange(n - 1)
             pair = (ids[i], ids[i]) if trial == 0 else (ids[i], ids[i + 1])
-            new_id = 256 + rng.randrange(1000)
+            # the third trial reuses an id of the list: a plain substitution all the same
+            new_id = rng.choice(ids) if trial == 2 else 256 + rng.randrange(1000)
             what = f"merge of {n} ids, a pair that occurs{' (a, a)' if trial == 0 else ''}"
             got = calling(what, fn, list(ids), pair, new_id)
             _name_merge_mistake(fn, got, ids, pair, new_id, what)
@@ -210,6 +244,8 @@ def check_merge(fn: Subject) -> None:
 # --------------------------------------------------------------------------------------------
 # Part 3: BPETokenizer
 # --------------------------------------------------------------------------------------------
+
+_STAND_INS = {"get_pair_counts": get_pair_counts, "merge": merge}
 
 # The classic example of Sennrich, Haddow and Birch (2016), one word per line.
 CLASSIC = "\n".join(["low"] * 5 + ["lower"] * 2 + ["newest"] * 6 + ["widest"] * 3)
@@ -226,6 +262,33 @@ NO_TIES = "\n".join(
     for k, n in zip(range(2, len(word) + 1), reps, strict=True)
     for _ in range(n)
 )
+
+# Texts on which no two pairs tie for the highest count at any step up to the vocabulary size
+# (tests/test_ch09_bpe.py checks it): (text, vocab_size, what the text is for).
+TIE_FREE = [
+    (NO_TIES, 270, "a text in which no two pairs tie (vocab_size=270)"),
+    # the most frequent pairs span two pieces ("b!", "! "); " abc" occurs five times
+    (
+        "aab! abc! bc! abc! abc! aab! bc! abc! bc! abc",
+        261,
+        "a text whose most frequent pairs span two pieces (vocab_size=261)",
+    ),
+    ("ab ab", 1000, "'ab ab' with vocab_size=1000 (two merges, then no pair is left)"),
+    ("\u00e9\u00e9\u00e9 \u00e8", 258, "a text of accented letters (vocab_size=258)"),
+]
+
+# Texts that are one piece, occurring once, on which pairs tie for the highest count: (text,
+# vocab_size, how many of the first merges a tie decides). The first: b y, y z, z a, a a and
+# a b all occur once; the first counted is (98, 121), the largest (122, 97), the smallest
+# (97, 97). The second: the smallest, (97, 98), shares its first id with (97, 99), counted
+# before it. The third: Wikipedia's example, a tie after the first merge. The fourth: a tie at
+# every step.
+TIES = [
+    ("byzaab", 258, 1),
+    ("zacab", 258, 1),
+    ("aaabdaaabac", 260, 3),
+    ("zyxwvu", 260, 3),
+]
 
 # A paragraph of English for the checks (written for them).
 _ENGLISH = (
@@ -257,68 +320,38 @@ _ROUND_TRIPS = [
     ("  leading and trailing spaces  \n\n\ttabs\r\n", "whitespace of every kind"),
 ]
 
-
-def _pieces(text: str, split: bool) -> list[list[int]]:
-    chunks = pretokenize(text) if split else ([text] if text else [])
-    return [list(c.encode("utf-8")) for c in chunks]
-
-
-def _train_variant(text: str, vocab_size: int, *, split=True, weighted=True, tie="smallest"):
-    """Naive BPE training with one rule changed: the known mistakes, to name them."""
-    pieces = _pieces(text, split)
-    if not weighted:
-        pieces = [list(p) for p in {tuple(p) for p in pieces}]
-    merges = {}
-    for new_id in range(256, vocab_size):
-        counts: dict = {}
-        for ids in pieces:
-            for pair in zip(ids, ids[1:], strict=False):
-                counts[pair] = counts.get(pair, 0) + 1
-        if not counts:
-            break
-        if tie == "smallest":
-            pair = min(counts, key=lambda p: (-counts[p], p))
-        elif tie == "largest":
-            pair = max(counts, key=lambda p: (counts[p], p))
-        else:  # the first pair seen with the top count
-            pair = max(counts, key=counts.get)
-        merges[pair] = new_id
-        pieces = [merge(ids, pair, new_id) for ids in pieces]
-    return merges
-
-
-def _encode_variant(merges: dict, text: str, *, split=True, order="learned") -> list[int]:
-    out = []
-    for ids in _pieces(text, split):
-        while len(ids) >= 2:
-            counts = get_pair_counts(ids)
-            known = [p for p in counts if p in merges]
-            if not known:
-                break
-            if order == "learned":
-                pair = min(known, key=merges.get)
-            else:  # the pair most frequent in this text
-                pair = max(known, key=lambda p: (counts[p], -merges[p]))
-            ids = merge(ids, pair, merges[pair])
-        out += ids
-    return out
-
-
-def tie_free_size(text: str, limit: int) -> int:
-    """The vocabulary size up to which every merge of `text` has a unique top count."""
-    pieces = _pieces(text, True)
-    for new_id in range(256, limit):
-        top = Counter(p for ids in pieces for p in zip(ids, ids[1:], strict=False)).most_common(2)
-        if not top or (len(top) == 2 and top[0][1] == top[1][1]):
-            return new_id
-        pieces = [merge(ids, top[0][0], new_id) for ids in pieces]
-    return limit
+# Merges the encoding and decoding checks give the tokenizer: (training text, vocab_size, label,
+# texts to encode). Each set is the reference's merges on that text.
+_MERGE_SETS = [
+    (CLASSIC, 266, "Sennrich et al.'s example (vocab_size=266)", ["lowest", "newer", "\nwidest\n"]),
+    ("aaabdaaabac", 259, "'aaabdaaabac' (vocab_size=259)", ["aaabdaaabac", "abacaaab"]),
+    (
+        "ab\nab\nab\nab\nbc\nbc",
+        258,
+        "ab 4 times and bc twice, one per line (vocab_size=258)",
+        ["abcbc", "bcbcab abcbc"],
+    ),
+    (
+        "x  y  z   w    v",
+        258,
+        "a text with runs of spaces (vocab_size=258)",
+        ["a  b", "a   b    c", "  a"],
+    ),
+    (_ENGLISH, 280, "a paragraph of English (vocab_size=280)", _TEXTS),
+]
 
 
 def _reference(text: str, vocab_size: int) -> BPETokenizer:
     tok = BPETokenizer()
     tok.train(text, vocab_size)
     return tok
+
+
+def _learned_by(cls, text: str, vocab_size: int) -> list:
+    """The merges a known-wrong tokenizer class learns on `text`, in the order learned."""
+    tok = cls()
+    tok.train(text, vocab_size)
+    return _ordered(tok.merges)
 
 
 def _as_merges(value, what: str) -> dict:
@@ -342,8 +375,8 @@ def _as_merges(value, what: str) -> dict:
     return value
 
 
-def _trained(cls: Subject, text: str, vocab_size: int, what: str):
-    tok = calling("BPETokenizer()", cls)
+def _trained(cls: Subject, text: str, vocab_size: int, what: str, tok=None):
+    tok = calling("BPETokenizer()", cls) if tok is None else tok
     calling(f"{what}: train", tok.method("train"), text, vocab_size)
     return tok, _as_merges(calling(f"{what}: merges", tok.attribute, "merges"), what)
 
@@ -352,51 +385,135 @@ def _ordered(merges: dict) -> list:
     return sorted(merges, key=merges.get)
 
 
+_TRAINING_MISTAKES = [
+    (
+        wrong.AcrossWordBoundaries,
+        "some merges join bytes of two different pieces: split the text with "
+        "re.findall(SPLIT_PATTERN, text) first, and count and merge pairs inside each piece "
+        f"only, so that no token crosses a word boundary {_ON_PIECES}.",
+    ),
+    (
+        wrong.DistinctPiecesUnweighted,
+        "a piece that occurs many times was counted once: count every occurrence (or weight "
+        "each distinct piece by how often it occurs).",
+    ),
+    (
+        wrong.CodePoints,
+        "the pieces were spelled in code points (ord); spell each piece in its UTF-8 bytes, "
+        f"list(piece.encode('utf-8')), so that ids 0-255 are bytes {_ON_BYTES}.",
+    ),
+]
+
+_TIE_MISTAKES = [
+    (
+        wrong.TieFirstSeen,
+        "where several pairs share the highest count, you merged the first one counted (as "
+        "max(counts, key=counts.get) does); the rule is the smallest pair (a, b), compared as "
+        "tuples of ids.",
+    ),
+    (
+        wrong.TieLargestPair,
+        "where several pairs share the highest count, you merged the largest; the rule is the "
+        "smallest pair (a, b), compared as tuples of ids.",
+    ),
+    (
+        wrong.TieFirstIdOnly,
+        "where several pairs share the highest count, only their first ids were compared; the "
+        "rule is the smallest pair (a, b) compared as tuples of ids, so when the first ids are "
+        "equal the second id decides: (97, 98) before (97, 99).",
+    ),
+]
+
+
 def _name_training_mistake(got: dict, text: str, vocab_size: int, what: str) -> None:
-    expected = _reference(text, vocab_size).merges
-    if _ordered(got) == _ordered(expected):
+    expected = _ordered(_reference(text, vocab_size).merges)
+    mine = _ordered(got)
+    if mine == expected:
         return
-    variants = [
-        (
-            dict(split=False),
-            "some merges join bytes of two different pieces: split the text with "
-            "re.findall(SPLIT_PATTERN, text) first, and count and merge pairs inside each "
-            f"piece only, so that no token crosses a word boundary "
-            f"{_ON_PIECES}.",
-        ),
-        (
-            dict(tie="first"),
-            "where several pairs share the highest count, you merged the first one counted; "
-            "the rule is the smallest pair (a, b), compared as tuples of ids.",
-        ),
-        (
-            dict(tie="largest"),
-            "where several pairs share the highest count, you merged the largest; the rule is "
-            "the smallest pair (a, b), compared as tuples of ids.",
-        ),
-        (
-            dict(weighted=False),
-            "a piece that occurs many times was counted once: count every occurrence (or "
-            "weight each distinct piece by how often it occurs).",
-        ),
-    ]
-    for kwargs, message in variants:
-        if _ordered(got) == _ordered(_train_variant(text, vocab_size, **kwargs)):
+    for cls, message in _TRAINING_MISTAKES:
+        if mine == _learned_by(cls, text, vocab_size):
             raise CheckFailed(f"{what}: {message}")
-    if len(got) != len(expected):
+    if len(mine) != len(expected):
         raise CheckFailed(
-            f"{what}: {len(got)} merges were learned, expected {len(expected)}: train learns "
+            f"{what}: {len(mine)} merges were learned, expected {len(expected)}: train learns "
             "vocab_size - 256 merges, and stops earlier only when no piece has two tokens left."
         )
-    first = next(
-        i for i, (a, b) in enumerate(zip(_ordered(got), _ordered(expected), strict=False)) if a != b
-    )
+    first = next(i for i, (a, b) in enumerate(zip(mine, expected, strict=True)) if a != b)
     raise CheckFailed(
         f"{what}: merge number {first + 1} (new id {256 + first}) differs from the reference's: "
-        "at each step merge the pair with the highest count over all pieces (the smallest pair "
-        "among equal counts), then replace it everywhere before counting again "
-        f"{_ON_ALGORITHM}."
+        "at each step merge the pair with the highest count over all pieces, then replace it "
+        f"everywhere before counting again {_ON_ALGORITHM}."
     )
+
+
+@check(stand_ins=_STAND_INS)
+def check_bpe_train(cls: Subject) -> None:
+    """BPETokenizer().train(text, vocab_size): vocab_size - 256 merges (fewer when no pair is
+    left; ValueError below 256), counted over the pieces of SPLIT_PATTERN, every occurrence of a
+    piece counted, recounted after each merge; merges is {(a, b): new id} with new ids 256,
+    257, ...; training again replaces what was learned. Only on texts without ties."""
+    tok = calling("BPETokenizer()", cls)
+    merges = calling("BPETokenizer().merges", tok.attribute, "merges")
+    if merges != {}:
+        raise CheckFailed("BPETokenizer().merges must start as an empty dict (nothing learned).")
+    raises(ValueError, "BPETokenizer().train(text, 255)", tok.method("train"), "ab", 255)
+    what = "BPETokenizer().train('abab', 256)"
+    _, got = _trained(cls, "abab", 256, what)
+    if got:
+        raise CheckFailed(
+            f"{what}: {len(got)} merges were learned, expected 0: vocab_size 256 means no merge "
+            "at all (merges == {})."
+        )
+
+    for text, size, label in TIE_FREE:
+        what = f"BPETokenizer trained on {label}"
+        _, got = _trained(cls, text, size, what)
+        _name_training_mistake(got, text, size, what)
+
+    # Training again replaces what was learned before.
+    (first_text, first_size, _), (text, size, _) = TIE_FREE[0], TIE_FREE[1]
+    what = "a BPETokenizer trained twice, on two texts"
+    tok, before = _trained(cls, first_text, first_size, what)
+    calling(f"{what}: train", tok.method("train"), text, size)
+    after = calling(f"{what}: merges", tok.attribute, "merges")
+    expected = _reference(text, size).merges
+    if isinstance(after, dict) and any(p in after for p in set(before) - set(expected)):
+        raise CheckFailed(
+            f"{what}: the merges of the first training are still there; training replaces "
+            "whatever was learned before (start from an empty merges dict, and new ids from 256)."
+        )
+    _name_training_mistake(_as_merges(after, what), text, size, what)
+
+
+@check(stand_ins=_STAND_INS)
+def check_bpe_ties(cls: Subject) -> None:
+    """BPETokenizer().train(text, vocab_size): among the pairs that share the highest count,
+    the smallest pair (a, b), compared as tuples of ids, is merged. On single pieces that occur
+    once, comparing only the merges a tie decides."""
+    for text, size, decided in TIES:
+        what = (
+            f"BPETokenizer trained on {text!r} (vocab_size={size}), in which several pairs "
+            "tie for the highest count"
+        )
+        _, got = _trained(cls, text, size, what)
+        mine = _ordered(got)[:decided]
+        expected = _ordered(_reference(text, size).merges)[:decided]
+        if mine == expected:
+            continue
+        if len(mine) < decided:
+            raise CheckFailed(
+                f"{what}: only {len(mine)} merges were learned, so the ties of "
+                "this text could not be checked; train learns vocab_size - 256 "
+                "merges."
+            )
+        for wrong_cls, message in _TIE_MISTAKES:
+            if mine == _learned_by(wrong_cls, text, size)[:decided]:
+                raise CheckFailed(f"{what}: {message}")
+        raise CheckFailed(
+            f"{what}: the merges differ from the reference's. Among the pairs with the highest "
+            "count take the smallest pair (a, b), compared as tuples of ids: min(counts, "
+            "key=lambda p: (-counts[p], p)) does it."
+        )
 
 
 def _ids(value, what: str) -> list[int]:
@@ -405,160 +522,106 @@ def _ids(value, what: str) -> list[int]:
     return value
 
 
+def _given(cls: Subject, merges: dict, label: str):
+    """The student's tokenizer built on `merges` (a trained tokenizer's)."""
+    return calling(f"BPETokenizer(merges), with the merges learned on {label}", cls, dict(merges))
+
+
 def _name_encoding_mistake(got, merges: dict, text: str, what: str) -> None:
-    expected = _encode_variant(merges, text)
-    if got == expected:
+    if got == BPETokenizer(merges).encode(text):
         return
-    if got == _encode_variant(merges, text, order="count"):
+    if got == wrong.CountOrderEncoding(merges).encode(text):
         raise CheckFailed(
             f"{what}: the merges were applied in the order of the pairs' counts in the text "
             "being encoded; apply them in the order they were learned (the smallest new id "
-            "first), as training did " + _ON_ORDER + "."
+            f"first), as training did {_ON_ORDER}."
         )
-    if got == _encode_variant(merges, text, split=False):
+    if got == wrong.EncodesAcrossPieces(merges).encode(text):
         raise CheckFailed(
             f"{what}: some tokens span two pieces of the text; encode each piece of "
-            "re.findall(SPLIT_PATTERN, text) on its own and concatenate the ids."
+            "re.findall(SPLIT_PATTERN, text) on its own and concatenate the ids "
+            f"{_ON_PIECES}."
+        )
+    if got == list(text.encode("utf-8")) and merges:
+        raise CheckFailed(
+            f"{what}: the result is the text's bytes: BPETokenizer(merges) must encode with the "
+            "merges it is given, as if it had learned them."
         )
     raise CheckFailed(
         f"{what}: the ids differ from the reference's: for each piece of the text, start from "
-        "its UTF-8 bytes and apply the learned merges in the order learned, each to every "
-        "occurrence, until none applies."
+        "its UTF-8 bytes and apply the merges in the order learned, each to every occurrence, "
+        "until none applies."
     )
 
 
-@check(stand_ins={"get_pair_counts": get_pair_counts, "merge": merge})
-def check_bpe_tokenizer(cls: Subject) -> None:
-    """BPETokenizer(): byte-level BPE with SPLIT_PATTERN pre-tokenization. train(text,
-    vocab_size) learns vocab_size - 256 merges (ValueError below 256; ties to the smallest pair;
-    no merge across pieces), merges is {(a, b): new id} with ids 256, 257, ...; encode applies
-    the merges in the order learned; decode joins the bytes and decodes UTF-8 with
-    errors="replace", so decode(encode(s)) == s."""
-    # An untrained tokenizer: bytes in, bytes out.
+@check(stand_ins=_STAND_INS)
+def check_bpe_encode(cls: Subject) -> None:
+    """encode(text) -> list of ints: an untrained tokenizer gives the UTF-8 bytes;
+    BPETokenizer(merges).encode cuts the text into the pieces of SPLIT_PATTERN and applies the
+    given merges to each piece in the order learned (the smallest new id first)."""
     tok = calling("BPETokenizer()", cls)
-    merges = calling("BPETokenizer().merges", tok.attribute, "merges")
-    if merges != {}:
-        raise CheckFailed("BPETokenizer().merges must start as an empty dict (nothing learned).")
-    for text in ("hello", "hé 한"):
-        what = "an untrained BPETokenizer's encode"
+    for text in ("hello", "hé 한", ""):
+        what = f"an untrained BPETokenizer's encode({text!r})"
         got = _ids(calling(what, tok.method("encode"), text), what)
+        if got == [ord(c) for c in text] and got != list(text.encode("utf-8")):
+            raise CheckFailed(
+                f"{what}: these are code points (ord); a token is a byte: encode the text into "
+                f"its UTF-8 bytes, list(text.encode('utf-8')) {_ON_BYTES}."
+            )
         if got != list(text.encode("utf-8")):
             raise CheckFailed(
                 f"{what} must return the UTF-8 bytes of the text as ints (with no merges "
                 "learned, each byte is a token)."
             )
+    for text, size, label, words in _MERGE_SETS:
+        merges = _reference(text, size).merges
+        tok = _given(cls, merges, label)
+        for i, word in enumerate(words):
+            what = f"BPETokenizer(merges learned on {label}).encode of test text {i + 1}"
+            got = _ids(calling(what, tok.method("encode"), word), what)
+            _name_encoding_mistake(got, merges, word, what)
+
+
+@check(stand_ins=_STAND_INS)
+def check_bpe_decode(cls: Subject) -> None:
+    """decode(ids) -> str: each id's bytes (a merged id: its two halves' bytes), joined, then
+    decoded once as UTF-8 with errors="replace"; so decode gives back every text from its ids,
+    and an incomplete character becomes U+FFFD."""
+    tok = calling("BPETokenizer()", cls)
+    for text in ("hello", "hé 한"):
         what = "an untrained BPETokenizer's decode"
         if calling(what, tok.method("decode"), list(text.encode("utf-8"))) != text:
             raise CheckFailed(
                 f"{what} of a text's UTF-8 bytes must give the text back: join the bytes of all "
                 "the ids first, then decode them once (a character of several bytes spans "
-                "several ids)."
+                f"several ids) {_ON_DECODING}."
             )
-    fresh = calling("BPETokenizer()", cls)
-    raises(ValueError, "BPETokenizer().train(text, 255)", fresh.method("train"), "ab", 255)
-
-    # Counting and merging, with no tie to break.
-    what = "BPETokenizer trained on a text in which no two pairs tie (vocabulary size 273)"
-    _, got = _trained(cls, NO_TIES, 273, what)
-    _name_training_mistake(got, NO_TIES, 273, what)
-
-    # Ties: b y, z a and a b are equally frequent (the first counted, the largest and the smallest
-    # pair); so are the pairs of "zyab".
-    for text, size in (("by\nza\nab\nby\nza\nab", 260), ("zyab zyab", 262)):
-        what = "BPETokenizer trained on a text in which several pairs tie for the highest count"
-        _, got = _trained(cls, text, size, what)
-        _name_training_mistake(got, text, size, what)
-
-    # The classic example: e + s first (9 times), then es + t; "lowest" as low + est.
-    what = "BPETokenizer trained on Sennrich et al.'s example (vocab_size=266)"
-    tok, got = _trained(cls, CLASSIC, 266, what)
-    first = _ordered(got)[:2]
-    if first[:1] != [(101, 115)]:
+    text, size, label, _ = _MERGE_SETS[1]
+    merges = _reference(text, size).merges
+    tok = _given(cls, merges, label)
+    what = f"BPETokenizer(merges learned on {label}).decode([258, 100, 258, 97, 99])"
+    if calling(what, tok.method("decode"), [258, 100, 258, 97, 99]) != "aaabdaaabac":
         raise CheckFailed(
-            f"{what}: the first merge must be e + s, the pair (101, 115), which occurs 9 times "
-            "(6 in newest, 3 in widest; s + t also occurs 9 times, and (101, 115) is the "
-            "smaller pair)."
-        )
-    if first[1:] != [(256, 116)]:
-        raise CheckFailed(
-            f"{what}: the second merge must be es + t, the pair (256, 116): after the first "
-            "merge, count the pairs again with es as one token."
-        )
-    _name_training_mistake(got, CLASSIC, 266, what)
-    for word in ("lowest", "newer", "\nwidest\n"):
-        ewhat = f"{what}, encode({word!r})"
-        ids = _ids(calling(ewhat, tok.method("encode"), word), ewhat)
-        _name_encoding_mistake(ids, got, word, ewhat)
-
-    # Wikipedia's example: 3 merges; the text encodes to [258, 100, 258, 97, 99].
-    what = "BPETokenizer trained on 'aaabdaaabac' (vocab_size=259)"
-    tok, got = _trained(cls, "aaabdaaabac", 259, what)
-    _name_training_mistake(got, "aaabdaaabac", 259, what)
-    ids = _ids(calling(f"{what}, encode", tok.method("encode"), "aaabdaaabac"), what)
-    if ids != [258, 100, 258, 97, 99]:
-        _name_encoding_mistake(ids, got, "aaabdaaabac", f"{what}, encode('aaabdaaabac')")
-
-    # Pieces: the most frequent pairs of this text cross the pieces' boundaries.
-    text = "a! a! a! a! bc bc! x.y.z"
-    what = "BPETokenizer trained on a text whose most frequent pairs span two pieces"
-    _, got = _trained(cls, text, 262, what)
-    _name_training_mistake(got, text, 262, what)
-
-    # Encoding order: a b is learned before b c, but "abcbc" holds b c twice and a b once.
-    ordered = "ab\nab\nab\nab\nbc\nbc"
-    what = "BPETokenizer trained on ab 4 times and bc twice, one per line (vocab_size=258)"
-    tok, got = _trained(cls, ordered, 258, what)
-    _name_training_mistake(got, ordered, 258, what)
-    for text in ("abcbc", "bcbcab abcbc"):
-        ewhat = f"{what}, encode({text!r})"
-        _name_encoding_mistake(
-            _ids(calling(ewhat, tok.method("encode"), text), ewhat), got, text, ewhat
+            f"{what} must be 'aaabdaaabac': a merged id stands for the bytes of its two halves, "
+            "joined (258 = 256 + 257 = aa + ab)."
         )
 
-    # Encoding in pieces: two spaces are a learned token, but "x  y" has them in two pieces.
-    what = "BPETokenizer trained on a text with runs of spaces (vocab_size=258)"
-    spaced = "x  y  z   w    v"
-    tok, got = _trained(cls, spaced, 258, what)
-    _name_training_mistake(got, spaced, 258, what)
-    for text in ("a  b", "a   b    c", "  a"):
-        ewhat = f"{what}, encode({text!r})"
-        _name_encoding_mistake(
-            _ids(calling(ewhat, tok.method("encode"), text), ewhat), got, text, ewhat
-        )
-
-    # A paragraph of English: encode and decode other texts, round trips.
-    size = 256 + 24
-    what = f"BPETokenizer trained on a paragraph of English (vocab_size={size})"
-    tok, got = _trained(cls, _ENGLISH, size, what)
-    _name_training_mistake(got, _ENGLISH, size, what)
-    for i, text in enumerate(_TEXTS):
-        ewhat = f"{what}, encode of test text {i + 1}"
-        ids = _ids(calling(ewhat, tok.method("encode"), text), ewhat)
-        _name_encoding_mistake(ids, got, text, ewhat)
-        dwhat = f"{what}, decode of the ids of test text {i + 1}"
-        if calling(dwhat, tok.method("decode"), _encode_variant(got, text)) != text:
+    text, size, label, texts = _MERGE_SETS[-1]
+    reference = _reference(text, size)
+    tok = _given(cls, reference.merges, label)
+    long_text = "\n".join([_ENGLISH, *texts, *(s for s, _ in _ROUND_TRIPS)])
+    cases = [(s, f"test text {i + 1}") for i, s in enumerate(texts)]
+    for text, name in cases + _ROUND_TRIPS + [(long_text, "a long text")]:
+        what = f"BPETokenizer(merges learned on {label}).decode of the ids of {name}"
+        if calling(what, tok.method("decode"), reference.encode(text)) != text:
             raise CheckFailed(
-                f"{dwhat} does not give the text back: join the tokens' bytes first, then "
-                "decode them as UTF-8 once (a character can be split over two tokens)."
+                f"{what} does not give the text back: join the tokens' bytes first, then decode "
+                "them as UTF-8 once, so that a character whose bytes are split over two tokens "
+                f"survives {_ON_DECODING}."
             )
-
-    # Round trips, on the same trained tokenizer.
-    long_text = "\n".join([_ENGLISH, *_TEXTS, *(s for s, _ in _ROUND_TRIPS)])
-    for text, name in _ROUND_TRIPS + [(long_text, "a long text")]:
-        rwhat = f"{what}: decode(encode(s)) for {name}"
-        ids = _ids(calling(rwhat, tok.method("encode"), text), rwhat)
-        if any(not 0 <= i < size for i in ids):
-            raise CheckFailed(f"{rwhat}: encode returned an id outside 0..vocab_size - 1.")
-        if calling(rwhat, tok.method("decode"), ids) != text:
-            raise CheckFailed(
-                f"{rwhat} is not s: decode joins the tokens' bytes and decodes them as UTF-8 "
-                "once, so that a character whose bytes are split over two tokens survives "
-                + _ON_DECODING
-                + "."
-            )
-    dwhat = f"{what}: decode of an id list that cuts a character in two"
-    if calling(dwhat, tok.method("decode"), [0xED, 0x95, 0x9C, 0xED, 0x95]) != "한\ufffd":
+    what = f"BPETokenizer(merges learned on {label}).decode of ids that cut a character in two"
+    if calling(what, tok.method("decode"), [0xED, 0x95, 0x9C, 0xED, 0x95]) != "한\ufffd":
         raise CheckFailed(
-            f"{dwhat} must replace the incomplete character by U+FFFD: decode the joined bytes "
+            f"{what} must replace the incomplete character by U+FFFD: decode the joined bytes "
             'with errors="replace".'
         )

@@ -5,7 +5,8 @@ What the chapter's exercise asks for, byte-level BPE as GPT-2 popularised it:
 - :func:`get_pair_counts` counts the adjacent pairs of a list of ids, overlapping pairs included
   (``[97, 97, 97]`` has the pair ``(97, 97)`` twice);
 - :func:`merge` replaces every occurrence of a pair by a new id, scanning left to right, so that
-  in an overlapping run the leftmost pair wins (``[97, 97, 97]`` -> ``[256, 97]``);
+  in an overlapping run the leftmost pair wins (``[97, 97, 97]`` -> ``[256, 97]``), and the new
+  id never starts another pair (whatever its value);
 - :class:`BPETokenizer`: ``train(text, vocab_size)`` learns ``vocab_size - 256`` merges on top of
   the 256 byte values, ``encode(text)`` applies them in the order they were learned,
   ``decode(ids)`` turns ids back into text. ``merges`` maps a pair of ids to its new id.
@@ -20,7 +21,9 @@ The rules the exercise states, and these functions follow:
 - **Tie-breaking.** Among the pairs with the highest count, the smallest pair ``(a, b)`` (compared
   as tuples of ids) is merged. Training stops early when no piece has two tokens left.
 - **Decoding** joins the tokens' bytes and decodes them as UTF-8 with ``errors="replace"``: ids
-  that cut a character in two give U+FFFD, and ``decode(encode(s)) == s`` for every string.
+  that cut a character in two give U+FFFD, and ``decode(encode(s)) == s`` for every string that
+  UTF-8 can encode (all but those holding a lone surrogate, such as ``"\ud800"``, which
+  ``str.encode`` refuses).
 
 Two trainers give the same merges: :func:`train_naive` recounts every pair of every piece after
 every merge (what one writes first); :func:`train_incremental` (the one ``BPETokenizer.train``
@@ -66,13 +69,20 @@ def pretokenize(text: str) -> list[str]:
     return _SPLIT.findall(text)
 
 
-def get_pair_counts(ids: Sequence[int]) -> dict[tuple[int, int], int]:
+def get_pair_counts(
+    ids: Sequence[int], counts: dict[tuple[int, int], int] | None = None
+) -> dict[tuple[int, int], int]:
     """How often each pair of adjacent ids occurs, overlapping occurrences included.
+
+    `counts`, minbpe's optional argument (which the exercise allows), is a dict to add the
+    counts to; it is updated and returned. As the grader's stand-in for a student's function,
+    this accepts the call a minbpe-style tokenizer makes.
 
     Example: get_pair_counts([1, 2, 3, 1, 2]) -> {(1, 2): 2, (2, 3): 1, (3, 1): 1}
              get_pair_counts([7, 7, 7]) -> {(7, 7): 2}
+             get_pair_counts([1, 2], {(1, 2): 3}) -> {(1, 2): 4}
     """
-    counts: dict[tuple[int, int], int] = {}
+    counts = {} if counts is None else counts
     for pair in zip(ids, ids[1:], strict=False):
         counts[pair] = counts.get(pair, 0) + 1
     return counts
@@ -81,8 +91,12 @@ def get_pair_counts(ids: Sequence[int]) -> dict[tuple[int, int], int]:
 def merge(ids: Sequence[int], pair: tuple[int, int], new_id: int) -> list[int]:
     """A new list: `ids` with every occurrence of `pair` replaced by `new_id`, left to right.
 
+    A plain substitution: `new_id` may be any int, even one of the pair's, and never starts
+    another pair in the same call.
+
     Example: merge([1, 2, 3, 1, 2], (1, 2), 9) -> [9, 3, 9]
              merge([7, 7, 7], (7, 7), 9) -> [9, 7]
+             merge([5, 6, 6], (5, 6), 5) -> [5, 6]
     """
     out = []
     i = 0
@@ -185,6 +199,10 @@ def train_incremental(text: str, vocab_size: int) -> dict[tuple[int, int], int]:
 class BPETokenizer:
     """Byte-level BPE: 256 byte tokens, then one token per learned merge.
 
+    ``BPETokenizer()`` has learned nothing; ``BPETokenizer(merges)`` encodes and decodes with
+    `merges` as if it had learned them (the checks of encoding and decoding give it merges this
+    way, so that a mistake in training costs training only).
+
     Attributes:
         merges: {(a, b): new id}, in the order learned; new ids are 256, 257, ...
         vocab: {id: the bytes it stands for}.
@@ -192,20 +210,28 @@ class BPETokenizer:
     Example:
         tok = BPETokenizer(); tok.train("aaabdaaabac", 259)
         tok.encode("aaabdaaabac") -> [258, 100, 258, 97, 99]; tok.decode([258, 100]) -> "aaabd"
+        BPETokenizer({(97, 98): 256}).encode("abc") -> [256, 99]
     """
 
-    def __init__(self) -> None:
-        self.merges: dict[tuple[int, int], int] = {}
+    def __init__(self, merges: dict[tuple[int, int], int] | None = None) -> None:
+        """Untrained, or ready to encode and decode with `merges` ({(a, b): new id}, new ids
+        256, 257, ... in the order learned, as a trained tokenizer's merges are)."""
+        self._use(dict(merges or {}))
+
+    def _use(self, merges: dict[tuple[int, int], int]) -> None:
+        if sorted(merges.values()) != list(range(256, 256 + len(merges))):
+            raise ValueError("the new ids of merges must be 256, 257, ... (one per merge)")
+        self.merges = merges
         self.vocab: dict[int, bytes] = {i: bytes([i]) for i in range(256)}
+        for (a, b), new_id in sorted(merges.items(), key=lambda item: item[1]):
+            if not (0 <= a < new_id and 0 <= b < new_id):
+                raise ValueError(f"merge {(a, b)} -> {new_id} uses an id not defined before it")
+            self.vocab[new_id] = self.vocab[a] + self.vocab[b]
         self._cache: dict[str, list[int]] = {}
 
     def train(self, text: str, vocab_size: int) -> None:
         """Learn up to vocab_size - 256 merges on `text` (fewer when no pair is left)."""
-        self.merges = train_incremental(text, vocab_size)
-        self.vocab = {i: bytes([i]) for i in range(256)}
-        for (a, b), new_id in self.merges.items():
-            self.vocab[new_id] = self.vocab[a] + self.vocab[b]
-        self._cache = {}
+        self._use(train_incremental(text, vocab_size))
 
     def _encode_piece(self, piece: str) -> list[int]:
         ids = list(piece.encode("utf-8"))

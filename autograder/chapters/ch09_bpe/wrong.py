@@ -1,16 +1,19 @@
 """Known-wrong implementations for chapter 9: the mistakes the checks must catch.
 
 Each entry is a plausible student mistake. ``tests/test_chapter_contract.py`` runs every check on
-every entry and requires its part's check to fail (and every other part's to pass, with the
-mistake in the student's namespace), so a check that grows lax, or one that charges a mistake to
-the wrong part, is noticed.
+every entry and requires a check of its name to fail with a message that holds the entry's phrase
+(and every other name's checks to pass, with the mistake in the student's namespace), so a check
+that grows lax, or one that charges a mistake to the wrong part, is noticed. The checks also use
+these implementations to name the mistake a student made.
 
-``WRONG`` maps the name the student defines to {mistake: implementation}.
+``WRONG`` maps the name the student defines to {mistake: Mistake(implementation, phrase)}.
 """
 
 from __future__ import annotations
 
 import re
+
+from autograder.chapters import Mistake
 
 from . import reference as ref
 
@@ -105,6 +108,18 @@ def merge_drops_last(ids, pair, new_id):
         else:
             out.append(ids[i])
             i += 1
+    return out
+
+
+def merge_new_id_pairs_again(ids, pair, new_id):
+    """Merges into the last id of the output: right only while new_id differs from pair[0], so
+    merge([5, 6, 6], (5, 6), 5) gives [5] (the new id started a second pair)."""
+    out = []
+    for i in ids:
+        if out and (out[-1], i) == pair:
+            out[-1] = new_id
+        else:
+            out.append(i)
     return out
 
 
@@ -218,6 +233,53 @@ class TieLargestPair(_Naive):
         return max(counts, key=lambda p: (counts[p], p))
 
 
+class TieFirstIdOnly(_Naive):
+    """Breaks a tie on the pair's first id alone (then the first counted): in "zacab", (97, 99)
+    beats (97, 98)."""
+
+    def pick(self, counts):
+        return min(counts, key=lambda p: (-counts[p], p[0]))
+
+
+class CodePoints(_Naive):
+    """Spells the pieces in code points (ord) instead of UTF-8 bytes."""
+
+    def pieces(self, text):
+        return [[ord(c) for c in p] for p in re.findall(ref.SPLIT_PATTERN, text)]
+
+    def encode(self, text):
+        out = []
+        for ids in self.pieces(text):
+            while len(ids) >= 2:
+                pairs = zip(ids, ids[1:], strict=False)
+                pair = min(pairs, key=lambda p: self.merges.get(p, float("inf")))
+                if pair not in self.merges:
+                    break
+                ids = merge(ids, pair, self.merges[pair])
+            out += ids
+        return out
+
+
+class KeepsOldMerges(_Naive):
+    """Numbers a new training's merges after the old ones: training again adds to them."""
+
+    def train(self, text, vocab_size):
+        old = dict(self.merges)
+        super().train(text, vocab_size)
+        learned = sorted(self.merges, key=self.merges.get)
+        self.merges = old
+        for pair in learned:
+            self.merges.setdefault(pair, 256 + len(self.merges))
+        self._use(self.merges)
+
+
+class IgnoresGivenMerges(ref.BPETokenizer):
+    """BPETokenizer(merges) drops the merges it is given: it encodes into bytes."""
+
+    def __init__(self, merges=None):
+        super().__init__()
+
+
 class DistinctPiecesUnweighted(_Naive):
     """Counts each distinct piece once, whatever its frequency."""
 
@@ -234,29 +296,44 @@ class OneMergeTooMany(_Naive):
         super().train(text, vocab_size + 1)
 
 
+class OneMergeTooFew(_Naive):
+    """Learns vocab_size - 257 merges (range(256, vocab_size - 1))."""
+
+    def train(self, text, vocab_size):
+        if vocab_size < 256:
+            raise ValueError("vocab_size must be at least 256")
+        super().train(text, max(256, vocab_size - 1))
+
+
 WRONG = {
     "get_pair_counts": {
-        "overlapping pairs counted once": counts_without_overlaps,
-        "every count is 1": counts_presence_only,
-        "the last pair is missing": counts_missing_last_pair,
-        "the list wraps around": counts_wrap_around,
-        "keys are strings": counts_list_keys_as_strings,
+        "overlapping pairs counted once": Mistake(counts_without_overlaps, "count overlapping"),
+        "every count is 1": Mistake(counts_presence_only, "every count is 1"),
+        "the last pair is missing": Mistake(counts_missing_last_pair, "the last pair is missing"),
+        "the list wraps around": Mistake(counts_wrap_around, "does not wrap around"),
+        "keys are strings": Mistake(counts_list_keys_as_strings, "a tuple (a, b)"),
     },
     "merge": {
-        "overlapping pairs merged twice": merge_overlaps_twice,
-        "overlapping pairs merged right to left": merge_right_to_left,
-        "only the first occurrence": merge_first_only,
-        "the last id dropped": merge_drops_last,
+        "overlapping pairs merged twice": Mistake(merge_overlaps_twice, "two merges"),
+        "overlapping pairs merged right to left": Mistake(merge_right_to_left, "from the left"),
+        "only the first occurrence": Mistake(merge_first_only, "only the first occurrence"),
+        "the last id dropped": Mistake(merge_drops_last, "the last id was dropped"),
+        "the new id starts another pair": Mistake(merge_new_id_pairs_again, "another pair"),
     },
     "BPETokenizer": {
-        "merges across word boundaries": AcrossWordBoundaries,
-        "encoding across pieces": EncodesAcrossPieces,
-        "merges applied in count order": CountOrderEncoding,
-        "decoding drops bytes (token by token)": DecodesTokenByToken,
-        "decoding drops an incomplete character": DecodesOnlyKnownText,
-        "ties to the first pair counted": TieFirstSeen,
-        "ties to the largest pair": TieLargestPair,
-        "distinct pieces unweighted": DistinctPiecesUnweighted,
-        "one merge too many": OneMergeTooMany,
+        "merges across word boundaries": Mistake(AcrossWordBoundaries, "split the text"),
+        "encoding across pieces": Mistake(EncodesAcrossPieces, "span two pieces"),
+        "merges applied in count order": Mistake(CountOrderEncoding, "the order they were learned"),
+        "decoding drops bytes (token by token)": Mistake(DecodesTokenByToken, "decode them once"),
+        "decoding drops an incomplete character": Mistake(DecodesOnlyKnownText, 'errors="replace"'),
+        "ties to the first pair counted": Mistake(TieFirstSeen, "the first one counted"),
+        "ties to the largest pair": Mistake(TieLargestPair, "you merged the largest"),
+        "ties on the first id only": Mistake(TieFirstIdOnly, "the second id"),
+        "distinct pieces unweighted": Mistake(DistinctPiecesUnweighted, "was counted once"),
+        "code points instead of bytes": Mistake(CodePoints, "UTF-8 bytes"),
+        "one merge too many": Mistake(OneMergeTooMany, "merges were learned, expected"),
+        "one merge too few": Mistake(OneMergeTooFew, "merges were learned, expected"),
+        "training again keeps the old merges": Mistake(KeepsOldMerges, "replaces"),
+        "the merges given are ignored": Mistake(IgnoresGivenMerges, "the merges it is given"),
     },
 }
