@@ -259,19 +259,41 @@ def test_check_reports_an_exception_as_a_failure_naming_the_class():
         def __init__(self, *args, **kwargs):
             raise NotImplementedError()
 
-    with pytest.raises(CheckFailed, match="DecoderLayer.*raised NotImplementedError"):
-        checks.check_decoder_layer(Broken)
+    for check in (checks.check_decoder_self_attention, checks.check_decoder_cross_attention,
+                  checks.check_decoder_layer):  # fmt: skip
+        with pytest.raises(CheckFailed, match="DecoderLayer.*raised NotImplementedError"):
+            check(Broken)
 
 
-@pytest.mark.parametrize("mistake, pattern", [
-    ("DecoderLayerMaskAfterSoftmax", "future leaks in"),
-    ("DecoderLayerFlippedCausal", "wrong way round"),
-    ("DecoderLayerCrossFromDecoder", "keys and values come from the decoder"),
-    ("DecoderLayerMemoryPaddingIgnored", "memory_padding_mask is not used"),
-])  # fmt: skip
-def test_decoder_mistakes_are_named(mistake, pattern):
-    with pytest.raises(CheckFailed, match=pattern):
-        checks.check_decoder_layer(wrong.WRONG["DecoderLayer"][mistake])
+_CELLS = {
+    "sa": "decoder_self_attention_tests",
+    "mha": "decoder_cross_attention_tests",
+    "layer": "decoder_layer_tests",
+}
+
+
+@pytest.mark.parametrize(
+    ("mistake", "cells"),
+    [
+        ("softmax, zero, softmax", {"sa"}),
+        ("cross-attention over the decoder", {"mha"}),
+        ("cross-attention before self-attention", {"layer"}),
+        ("submodules named otherwise", {"sa", "mha", "layer"}),
+    ],
+)
+def test_a_mistake_in_one_block_costs_that_blocks_cell_only(mistake, cells):
+    """The whole layer is judged through the student's own blocks: a block's mistake is charged
+    to the block's cell, a wiring mistake to the layer's; wrong names (no weights load) to all."""
+    from autograder.chapters import load
+
+    impl = wrong.WRONG["DecoderLayer"][mistake].impl
+    failed = set()
+    for part in load("ch08_masking").parts_of("DecoderLayer"):
+        try:
+            part.check(impl)
+        except CheckFailed:
+            failed.add(part.grade_id)
+    assert failed == {_CELLS[c] for c in cells}
 
 
 def test_the_notes_recipe_leaks_the_future_and_masking_first_does_not():
@@ -300,3 +322,25 @@ def test_causal_mask_that_ignores_device_fails_when_the_checks_run_on_cuda():
 
     with pytest.raises(CheckFailed, match="device"):
         checks.check_causal_mask(cpu_only)
+
+
+_SA_BLOCK_FLIPPED = """
+class DecoderLayer(DecoderLayer):
+    def _sa_block(self, x, tgt_mask=None, tgt_padding_mask=None):
+        pad = None if tgt_padding_mask is None else ~tgt_padding_mask
+        out = self.self_attn(x, x, x, attn_mask=tgt_mask, key_padding_mask=pad,
+                             need_weights=False)[0]
+        return self.dropout1(out)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("engine")
+def test_in_the_sandbox_a_wrong_self_attention_block_costs_its_cell_only():
+    """Through the sandbox: the whole layer's check calls the student's own blocks there."""
+    from chapter_helpers import judge_with_mistake
+
+    verdicts = judge_with_mistake("ch08_masking", _SA_BLOCK_FLIPPED)
+    failed = {gid for gid, (passed, _) in verdicts.items() if not passed}
+    assert failed == {"decoder_self_attention_tests"}, verdicts
+    assert "wrong way round" in verdicts["decoder_self_attention_tests"][1]

@@ -13,37 +13,46 @@ so a wrong ``causal_mask`` or ``combine_masks`` cannot cost the decoder anything
 is compared with ``nn.TransformerDecoderLayer`` holding the same weights. Its LayerNorms may be
 ``nn.LayerNorm`` (chapter 6 builds one; this exercise allows torch's).
 
+``DecoderLayer`` is graded in three cells: its self-attention block ``_sa_block``
+(``check_decoder_self_attention``), its cross-attention block ``_mha_block``
+(``check_decoder_cross_attention``) and the layer as a whole (``check_decoder_layer``: the order
+of the sublayers, the residuals and norms of both ``norm_first``, the feed-forward network, the
+masks passed on, gradients, dropout). The whole layer's expected output is computed twice, by
+torch's layer and by the instructions' formula through the student's *own* ``_sa_block`` and
+``_mha_block`` (with torch's feed-forward network and norms): a layer that matches the second
+wires its sublayers right, and a mistake inside a block costs that block's cell only.
+
 Not here: the reference (``reference.py``) and the known-wrong implementations (``wrong.py``).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from autograder.toolkit import (
-    TOLERANCES,
     CheckFailed,
     Subject,
     calling,
     check,
     check_devices,
+    close,
     compare,
+    draw,
+    label,
 )
 
 __all__ = [
     "check_padding_mask",
     "check_causal_mask",
     "check_combine_masks",
+    "check_decoder_self_attention",
+    "check_decoder_cross_attention",
     "check_decoder_layer",
 ]
 
 _DTYPES = (torch.float32, torch.float64)
-
-
-def _close(a, b, dtype) -> bool:
-    rtol, atol = TOLERANCES[dtype]
-    return isinstance(a, torch.Tensor) and a.shape == b.shape and torch.allclose(a, b, rtol, atol)
 
 
 def _same(a, b) -> bool:
@@ -301,6 +310,9 @@ _MODULES = {
     "dropout2": "Dropout",
     "dropout3": "Dropout",
 }
+_ON_POLARITY = "(chapter 8, section 'One mask, four polarities')"
+_ON_SOFTMAX = "(chapter 8, section 'Why the mask goes before the softmax')"
+_ON_DECODER = "(chapter 8, section 'The decoder layer')"
 
 
 def _torch_layer(E, H, Fw, norm_first, seed, device, dtype, dropout=0.0):
@@ -319,49 +331,65 @@ def _torch_layer(E, H, Fw, norm_first, seed, device, dtype, dropout=0.0):
     return layer.to(device=device, dtype=dtype)
 
 
-def _draw(shape, seed, device, dtype):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
-
-
-def _build(cls: Subject, E, H, Fw, norm_first, seed, device, dtype):
-    label = f"DecoderLayer({E}, {H}, {Fw}, norm_first={norm_first})"
-    layer = calling(label, cls.seeded(0), E, H, Fw, norm_first=norm_first)
+def _build(cls: Subject, E, H, Fw, norm_first, seed, device, dtype, dropout=None):
+    """The student's layer, its submodules checked, holding the weights of a torch layer (also
+    returned); `dropout` None builds it with the default dropout."""
+    args = f"{E}, {H}, {Fw}, norm_first={norm_first}"
+    name = f"DecoderLayer({args}{'' if dropout is None else f', dropout={dropout}'})"
+    kwargs = {"norm_first": norm_first, **({} if dropout is None else {"dropout": dropout})}
+    layer = calling(name, cls.seeded(0), E, H, Fw, **kwargs)
     if not isinstance(layer, Subject):
-        raise CheckFailed(f"{label} must construct an nn.Module.")
+        raise CheckFailed(f"{name} must construct an nn.Module.")
     info = layer.describe()
-    for name, kind in _MODULES.items():
-        found = info["modules"].get(name)
+    for module, kind in _MODULES.items():
+        found = info["modules"].get(module)
         if found is None:
-            raise CheckFailed(f"{label} must have a submodule called {name} (an nn.{kind}), as "
+            raise CheckFailed(f"{name} must have a submodule called {module} (an nn.{kind}), as "
                               "nn.TransformerDecoderLayer has.")
         if found != kind:
-            raise CheckFailed(f"{label}.{name} must be an nn.{kind}, not a {found}.")
-    for name in ("norm1", "norm2", "norm3"):
-        if name not in info["modules"]:
-            raise CheckFailed(f"{label} must have a LayerNorm called {name}.")
-    for name in ("self_attn", "multihead_attn"):
-        attn = layer.attribute(name)
+            raise CheckFailed(f"{name}.{module} must be an nn.{kind}, not a {found}.")
+    for module in ("norm1", "norm2", "norm3"):
+        if module not in info["modules"]:
+            raise CheckFailed(f"{name} must have a LayerNorm called {module}, as "
+                              "nn.TransformerDecoderLayer has.")
+    for module in ("self_attn", "multihead_attn"):
+        attn = layer.attribute(module)
         if attn.attribute("batch_first") is not True:
-            raise CheckFailed(f"{label}.{name} must be built with batch_first=True: the layer's "
+            raise CheckFailed(f"{name}.{module} must be built with batch_first=True: the layer's "
                               "inputs are (B, L, E) and (B, S, E).")
         if attn.attribute("embed_dim") != E or attn.attribute("num_heads") != H:
-            raise CheckFailed(f"{label}.{name} must have embed_dim=d_model and num_heads=nhead.")
+            raise CheckFailed(f"{name}.{module} must have embed_dim=d_model and "
+                              "num_heads=nhead.")
     theirs = _torch_layer(E, H, Fw, norm_first, 100 + seed, device, dtype)
     state = theirs.state_dict()
     ours = set(info["state"])
     if ours != set(state):
         missing, extra = sorted(set(state) - ours), sorted(ours - set(state))
         raise CheckFailed(
-            f"{label}: its parameters must have nn.TransformerDecoderLayer's names, so that "
+            f"{name}: its parameters must have nn.TransformerDecoderLayer's names, so that "
             f"torch's state dict loads as it is; missing {missing[:4] or 'none'}, unexpected "
             f"{extra[:4] or 'none'}."
         )
     # move first, then load: float64 weights loaded into a float32 module would be rounded
-    calling(f"{label}.to({device.type}, {dtype})", layer.to, device, dtype)
-    calling(f"{label}.load_state_dict(torch's state dict)", layer.load_state_dict,
+    calling(f"{name}.to({device.type}, {dtype})", layer.to, device, dtype)
+    calling(f"{name}.load_state_dict(torch's state dict)", layer.load_state_dict,
             {k: v.detach() for k, v in state.items()})
-    return label, layer, theirs
+    return f"DecoderLayer({args})", layer, theirs
+
+
+def _layers(cls: Subject, norm_firsts=(False, True)):
+    """(layer, torch's layer, label, where, x, memory, masks, norm_first, dtype) for every
+    device, dtype, shape and norm_first."""
+    for device in check_devices():
+        for dtype in _DTYPES:
+            for seed, (B, L, S, E, H, Fw) in enumerate(_LAYER_SHAPES):
+                for norm_first in norm_firsts:
+                    name, layer, theirs = _build(cls, E, H, Fw, norm_first, seed, device, dtype)
+                    x = draw((B, L, E), seed, device, dtype)  # (B, L, E)
+                    memory = draw((B, S, E), seed + 50, device, dtype)  # (B, S, E)
+                    masks = _masks(B, L, S, seed, device)
+                    where = f"(tgt (B={B}, L={L}, E={E}), memory (S={S}), {label(dtype, device)})"
+                    yield layer, theirs, name, where, x, memory, masks, norm_first, dtype
 
 
 def _masks(B, L, S, seed, device):
@@ -373,8 +401,7 @@ def _masks(B, L, S, seed, device):
 
 
 def _nan_safe_close(a, b, dtype) -> bool:
-    return (isinstance(a, torch.Tensor) and a.shape == b.shape
-            and torch.allclose(a.nan_to_num(), b.nan_to_num(), *TOLERANCES[dtype]))  # fmt: skip
+    return isinstance(a, torch.Tensor) and close(a.nan_to_num(), b.nan_to_num(), dtype)
 
 
 def _leaks(fn, x, args, kwargs, what) -> bool:
@@ -395,7 +422,11 @@ def _leaks(fn, x, args, kwargs, what) -> bool:
     return bool((a.nan_to_num() - b.nan_to_num()).abs().max() > 1e-6 * (1 + a.abs().max()))
 
 
-def _check_sa_block(layer, theirs, label, where, x, causal, tgt_pad, dtype) -> None:
+def _inverted(mask):
+    return None if mask is None else ~mask
+
+
+def _check_sa_block(layer, theirs, name, where, x, causal, tgt_pad, dtype) -> None:
     sa = layer.method("_sa_block")
     for kwargs, kind in (
         ({"tgt_mask": causal, "tgt_padding_mask": tgt_pad}, "a causal tgt_mask and padding"),
@@ -403,210 +434,286 @@ def _check_sa_block(layer, theirs, label, where, x, causal, tgt_pad, dtype) -> N
         ({"tgt_padding_mask": tgt_pad}, "a tgt_padding_mask"),
         ({}, "no mask"),
     ):
-        what = f"{label}._sa_block{where} with {kind}"
+        what = f"{name}._sa_block{where} with {kind}"
         out = calling(what, sa, x, **kwargs)
         m, p = kwargs.get("tgt_mask"), kwargs.get("tgt_padding_mask")
         with torch.no_grad():
-            expected = theirs._sa_block(x, None if m is None else ~m, None if p is None else ~p)
-            if isinstance(out, torch.Tensor) and out.shape == expected.shape and not _close(
-                out, expected, dtype
-            ):
-                if m is not None and _nan_safe_close(out, theirs._sa_block(x, m, None), dtype):
+            expected = theirs._sa_block(x, _inverted(m), _inverted(p))
+            if (isinstance(out, torch.Tensor) and out.shape == expected.shape
+                    and not close(out, expected, dtype)):  # fmt: skip
+                if m is not None and _nan_safe_close(out, theirs._sa_block(x, m, _inverted(p)),
+                                                     dtype):  # fmt: skip
                     raise CheckFailed(
                         f"{what}: tgt_mask reaches nn.MultiheadAttention the wrong way round. "
                         "Ours is True where attention is allowed; its attn_mask is True where it "
-                        "is not: pass ~tgt_mask."
+                        f"is not: pass ~tgt_mask {_ON_POLARITY}."
                     )
-                if p is not None and _nan_safe_close(
-                    out, theirs._sa_block(x, None if m is None else ~m, p), dtype
-                ):
+                if p is not None and _nan_safe_close(out, theirs._sa_block(x, _inverted(m), p),
+                                                     dtype):  # fmt: skip
                     raise CheckFailed(
                         f"{what}: tgt_padding_mask reaches nn.MultiheadAttention the wrong way "
                         "round. Ours is True at real tokens; its key_padding_mask is True at "
-                        "padding: pass ~tgt_padding_mask."
+                        f"padding: pass ~tgt_padding_mask {_ON_POLARITY}."
                     )
+                if m is not None and _close_to_block(out, theirs._sa_block(x, None, _inverted(p)),
+                                                     dtype):  # fmt: skip
+                    raise CheckFailed(f"{what}: tgt_mask is not used; pass it to the "
+                                      "self-attention (as attn_mask, inverted).")
                 if m is not None and _leaks(sa, x, (), kwargs, what):
                     raise CheckFailed(
                         f"{what}: changing the tokens after position t changes the outputs at "
-                        "positions up to t, so the future leaks in. Mask the scores *before* the "
+                        "positions up to t, so the future leaks in. Mask the scores before the "
                         "softmax (pass the causal mask to the attention); masked keys must get "
-                        "weight exactly 0."
+                        f"weight exactly 0 {_ON_SOFTMAX}."
                     )
-                if m is not None and _close(out, theirs._sa_block(x, None, None if p is None
-                                                                   else ~p), dtype):
-                    raise CheckFailed(f"{what}: tgt_mask is not used; pass it to the "
-                                      "self-attention (as attn_mask, inverted).")
-                if p is not None and _close(out, theirs._sa_block(
-                        x, None if m is None else ~m, None), dtype):
+                if p is not None and close(out, theirs._sa_block(x, _inverted(m), None), dtype):
                     raise CheckFailed(f"{what}: tgt_padding_mask is not used; pass it to the "
                                       "self-attention (as key_padding_mask, inverted).")
         compare(out, expected, what, hint="_sa_block(x, ...) is self.self_attn(x, x, x, "
                 "attn_mask=..., key_padding_mask=..., need_weights=False)[0], then dropout1.")
 
 
-def _check_mha_block(layer, theirs, label, where, x, memory, mem_pad, dtype) -> None:
-    mha = layer.method("_mha_block")
-    for kwargs, kind in (({"memory_padding_mask": mem_pad}, "a memory_padding_mask"),
-                         ({}, "no mask")):  # fmt: skip
-        what = f"{label}._mha_block{where} with {kind}"
-        out = calling(what, mha, x, memory, **kwargs)
-        p = kwargs.get("memory_padding_mask")
+def _close_to_block(out, other, dtype) -> bool:
+    return isinstance(out, torch.Tensor) and close(out, other, dtype)
+
+
+@check()
+def check_decoder_self_attention(cls: Subject) -> None:
+    """DecoderLayer's submodules have torch's names; _sa_block(x (B, L, E), tgt_mask=None
+    (L, L), tgt_padding_mask=None (B, L)), masks True = allowed, equals torch's _sa_block with the
+    inverted masks: self_attn(x, x, x, ..., need_weights=False)[0], then dropout1."""
+    for layer, theirs, name, where, x, _, masks, _, dtype in _layers(cls, (False,)):
+        _check_sa_block(layer, theirs, name, where, x, masks[0], masks[1], dtype)
+
+
+@check()
+def check_decoder_cross_attention(cls: Subject) -> None:
+    """DecoderLayer's submodules have torch's names; _mha_block(x (B, L, E), memory (B, S, E),
+    memory_padding_mask=None (B, S)), True at the encoder's real tokens, equals torch's
+    _mha_block: multihead_attn(x, memory, memory, key_padding_mask=~mask,
+    need_weights=False)[0], then dropout2."""
+    for layer, theirs, name, where, x, memory, masks, _, dtype in _layers(cls, (False,)):
+        mha = layer.method("_mha_block")
+        mem_pad = masks[2]
+        for kwargs, kind in (({"memory_padding_mask": mem_pad}, "a memory_padding_mask"),
+                             ({}, "no mask")):  # fmt: skip
+            what = f"{name}._mha_block{where} with {kind}"
+            out = calling(what, mha, x, memory, **kwargs)
+            p = kwargs.get("memory_padding_mask")
+            with torch.no_grad():
+                expected = theirs._mha_block(x, memory, None, _inverted(p))
+                if (isinstance(out, torch.Tensor) and out.shape == expected.shape
+                        and not close(out, expected, dtype)):  # fmt: skip
+                    from_decoder = theirs.dropout2(
+                        theirs.multihead_attn(x, x, x, need_weights=False)[0]
+                    )
+                    if close(out, from_decoder, dtype):
+                        raise CheckFailed(
+                            f"{what}: the keys and values come from the decoder. In "
+                            "cross-attention the queries come from the decoder and the keys and "
+                            "values from the encoder's output: multihead_attn(x, memory, memory)."
+                        )
+                    if p is not None and _nan_safe_close(
+                        out, theirs._mha_block(x, memory, None, p), dtype
+                    ):
+                        raise CheckFailed(
+                            f"{what}: memory_padding_mask reaches nn.MultiheadAttention the wrong "
+                            "way round. Ours is True at real tokens; its key_padding_mask is True "
+                            f"at padding: pass ~memory_padding_mask {_ON_POLARITY}."
+                        )
+                    if p is not None and close(out, theirs._mha_block(x, memory, None, None),
+                                               dtype):  # fmt: skip
+                        raise CheckFailed(f"{what}: memory_padding_mask is not used; the decoder "
+                                          "must not attend to the encoder's padding.")
+            compare(out, expected, what, hint="_mha_block(x, memory, ...) is self.multihead_attn("
+                    "x, memory, memory, key_padding_mask=..., need_weights=False)[0], then "
+                    "dropout2.")
+
+
+def _through_own_blocks(layer, theirs, x, memory, kwargs, norm_first, what, activation=F.relu):
+    """The layer as the instructions define it, through the student's own _sa_block and
+    _mha_block (each graded in its own cell) and torch's feed-forward network (with
+    `activation`) and LayerNorms holding the same weights; None when a block cannot be called."""
+    sa, mha = layer.method("_sa_block"), layer.method("_mha_block")
+    masks = {k: kwargs.get(k) for k in ("tgt_mask", "tgt_padding_mask")}
+    cross = {"memory_padding_mask": kwargs.get("memory_padding_mask")}
+
+    def ff(h):
+        return theirs.linear2(activation(theirs.linear1(h)))  # dropout 0
+
+    try:
         with torch.no_grad():
-            expected = theirs._mha_block(x, memory, None, None if p is None else ~p)
-            if isinstance(out, torch.Tensor) and out.shape == expected.shape and not _close(
-                out, expected, dtype
-            ):
-                if _close(out, theirs.dropout2(theirs.multihead_attn(
-                        x, x, x, need_weights=False)[0]), dtype):
-                    raise CheckFailed(
-                        f"{what}: the keys and values come from the decoder. In cross-attention "
-                        "the queries come from the decoder and the keys and values from the "
-                        "encoder's output: multihead_attn(x, memory, memory)."
-                    )
-                if p is not None and _nan_safe_close(
-                    out, theirs._mha_block(x, memory, None, p), dtype
-                ):
-                    raise CheckFailed(
-                        f"{what}: memory_padding_mask reaches nn.MultiheadAttention the wrong way "
-                        "round. Ours is True at real tokens; its key_padding_mask is True at "
-                        "padding: pass ~memory_padding_mask."
-                    )
-                if p is not None and _close(out, theirs._mha_block(x, memory, None, None), dtype):
-                    raise CheckFailed(f"{what}: memory_padding_mask is not used; the decoder must "
-                                      "not attend to the encoder's padding.")
-        compare(out, expected, what, hint="_mha_block(x, memory, ...) is self.multihead_attn("
-                "x, memory, memory, key_padding_mask=..., need_weights=False)[0], then dropout2.")
+            if norm_first:
+                h = x + calling(what, sa, theirs.norm1(x), **masks)
+                h = h + calling(what, mha, theirs.norm2(h), memory, **cross)
+                return h + ff(theirs.norm3(h))
+            h = theirs.norm1(x + calling(what, sa, x, **masks))
+            h = theirs.norm2(h + calling(what, mha, h, memory, **cross))
+            return theirs.norm3(h + ff(h))
+    except (CheckFailed, TypeError, RuntimeError):
+        return None
 
 
-def _check_forward(layer, theirs, label, where, x, memory, masks, norm_first, dtype) -> None:
+def _wired_right(out, expected, own, dtype) -> bool:
+    """The layer's output equals torch's, or (when its own blocks differ from torch's, which
+    their cells charge) the instructions' formula through its own blocks."""
+    if close(out, expected, dtype):
+        return True
+    return own is not None and not close(own, expected, dtype) and _nan_safe_close(out, own, dtype)
+
+
+def _name_forward_mistake(layer, theirs, what, x, memory, masks, norm_first, dtype) -> None:
     causal, tgt_pad, mem_pad = masks
-    B, L, _ = x.shape
     kwargs = {"tgt_mask": causal, "tgt_padding_mask": tgt_pad, "memory_padding_mask": mem_pad}
-    what = f"{label}{where} with every mask"
-    out = calling(what, layer, x, memory, **kwargs)
-    with torch.no_grad():
-        expected = theirs(x, memory, tgt_mask=~causal, tgt_key_padding_mask=~tgt_pad,
-                          memory_key_padding_mask=~mem_pad)  # (B, L, E)
-    if not isinstance(out, torch.Tensor):
-        raise CheckFailed(f"{what}: expected a torch.Tensor, got {type(out).__name__}.")
-    if out.shape != expected.shape:
-        raise CheckFailed(f"{what}: wrong shape {tuple(out.shape)}, expected (B, L, E) = "
-                          f"{tuple(expected.shape)}.")
-
-    # properties: the future, the encoder's padding, the decoder's padding
     if _leaks(layer, x, (memory,), {"tgt_mask": causal, "memory_padding_mask": mem_pad}, what):
         raise CheckFailed(
             f"{what}: changing the decoder's tokens after position t changes its outputs at "
-            "positions up to t: the future leaks in. The causal tgt_mask must reach the "
-            "self-attention, with nn.MultiheadAttention's polarity, before the softmax."
+            "positions up to t: the future leaks in. forward must hand tgt_mask on to the "
+            "self-attention block."
         )
     changed = memory.clone()
     changed[~mem_pad] = 5.0
-    what_m = f"{what}, the encoder's padding changed"
-    after = calling(what_m, layer, x, changed, **kwargs)
-    if isinstance(after, torch.Tensor) and after.shape == out.shape and not torch.allclose(
-        after.nan_to_num(), out.nan_to_num(), *TOLERANCES[dtype]
+    out = calling(what, layer, x, memory, **kwargs)
+    after = calling(what, layer, x, changed, **kwargs)
+    if isinstance(after, torch.Tensor) and isinstance(out, torch.Tensor) and not _nan_safe_close(
+        after, out, dtype
     ):
         raise CheckFailed(
-            f"{what_m}: the outputs changed when only the encoder's padding did; the "
-            "cross-attention must not attend to padded memory positions (memory_padding_mask)."
+            f"{what}: the outputs changed when only the encoder's padding did: forward must hand "
+            "memory_padding_mask on to the cross-attention block."
         )
     changed = x.clone()
     changed[~tgt_pad] = 5.0
     no_causal = {"tgt_padding_mask": tgt_pad, "memory_padding_mask": mem_pad}
-    what_t = f"{label}{where} without tgt_mask, the decoder's padding changed"
-    before = calling(what_t, layer, x, memory, **no_causal)
-    after = calling(what_t, layer, changed, memory, **no_causal)
+    before = calling(what, layer, x, memory, **no_causal)
+    after = calling(what, layer, changed, memory, **no_causal)
     if (isinstance(after, torch.Tensor) and isinstance(before, torch.Tensor)
             and after.shape == before.shape == x.shape
-            and not torch.allclose(after[tgt_pad].nan_to_num(), before[tgt_pad].nan_to_num(),
-                                   *TOLERANCES[dtype])):  # fmt: skip
+            and not _nan_safe_close(after[tgt_pad], before[tgt_pad], dtype)):  # fmt: skip
         raise CheckFailed(
-            f"{what_t}: the outputs at real tokens changed when only the decoder's padding did; "
-            "the self-attention must not attend to padded positions (tgt_padding_mask)."
+            f"{what}: the outputs at real tokens changed when only the decoder's padding did: "
+            "forward must hand tgt_padding_mask on to the self-attention block."
         )
-
-    # values, against torch's layer with the same weights
-    if not _close(out, expected, dtype):
-        other = _torch_layer(x.size(-1), theirs.self_attn.num_heads,
-                             theirs.linear1.out_features, not norm_first, 0, x.device, dtype)
-        other.load_state_dict(theirs.state_dict())
-        with torch.no_grad():
-            flipped = other(x, memory, tgt_mask=~causal, tgt_key_padding_mask=~tgt_pad,
-                            memory_key_padding_mask=~mem_pad)
-        if _close(out, flipped, dtype):
-            order = "pre-LN" if norm_first else "post-LN"
-            raise CheckFailed(f"{what}: this is {'post-LN' if norm_first else 'pre-LN'}; with "
-                              f"norm_first={norm_first} the layer is {order}.")
-    compare(out, expected, what, hint="Self-attention, then cross-attention, then the "
-            "feed-forward network, each inside its residual connection and LayerNorm, as in "
-            "nn.TransformerDecoderLayer.")
-    what = f"{label}{where} with no mask"
-    out = calling(what, layer, x, memory)
+    other = _torch_layer(x.size(-1), theirs.self_attn.num_heads, theirs.linear1.out_features,
+                         not norm_first, 0, x.device, dtype)  # fmt: skip
+    other.load_state_dict(theirs.state_dict())
     with torch.no_grad():
-        compare(out, theirs(x, memory), what)
+        flipped = other(x, memory, tgt_mask=~causal, tgt_key_padding_mask=~tgt_pad,
+                        memory_key_padding_mask=~mem_pad)  # fmt: skip
+        own_flipped = _through_own_blocks(layer, theirs, x, memory, kwargs, not norm_first, what)
+    if _wired_right(out, flipped, own_flipped, dtype):
+        order = "pre-LN" if norm_first else "post-LN"
+        raise CheckFailed(f"{what}: this is {'post-LN' if norm_first else 'pre-LN'}; with "
+                          f"norm_first={norm_first} the layer is {order}.")
+    sa, mha = layer.method("_sa_block"), layer.method("_mha_block")
+    with torch.no_grad():
+        try:
+            if norm_first:
+                h = x + calling(what, mha, theirs.norm2(x), memory, memory_padding_mask=mem_pad)
+                h = h + calling(what, sa, theirs.norm1(h), tgt_mask=causal,
+                                tgt_padding_mask=tgt_pad)  # fmt: skip
+                swapped = h + theirs._ff_block(theirs.norm3(h))
+            else:
+                h = theirs.norm2(x + calling(what, mha, x, memory, memory_padding_mask=mem_pad))
+                h = theirs.norm1(h + calling(what, sa, h, tgt_mask=causal,
+                                             tgt_padding_mask=tgt_pad))  # fmt: skip
+                swapped = theirs.norm3(h + theirs._ff_block(h))
+        except CheckFailed:
+            swapped = None
+    if swapped is not None and _nan_safe_close(out, swapped, dtype):
+        raise CheckFailed(f"{what}: the sublayers are in the wrong order: self-attention first, "
+                          "then cross-attention, then the feed-forward network.")
+    for activation, kind in ((F.gelu, "a GELU"), (lambda h: h, "no activation")):
+        own = _through_own_blocks(layer, theirs, x, memory, kwargs, norm_first, what, activation)
+        if own is not None and _nan_safe_close(out, own, dtype):
+            raise CheckFailed(f"{what}: the feed-forward network has {kind}; it is "
+                              "linear2(dropout(relu(linear1(x)))), with a ReLU, as in "
+                              "nn.TransformerDecoderLayer.")
 
 
 @check()
 def check_decoder_layer(cls: Subject) -> None:
     """DecoderLayer(d_model, nhead, dim_feedforward=2048, dropout=0.0, norm_first=False,
-    eps=1e-5): nn.TransformerDecoderLayer's submodule names; forward(tgt (B, L, E), memory
-    (B, S, E), tgt_mask=None (L, L), tgt_padding_mask=None (B, L), memory_padding_mask=None
-    (B, S)), masks True = allowed, equal to torch's layer with the inverted masks for both
-    norm_first; _sa_block and _mha_block as torch's; earlier outputs blind to later tokens, real
-    tokens' outputs blind to padding; gradients equal torch's; dropout only in training."""
-    for device in check_devices():
-        for dtype in _DTYPES:
-            for seed, (B, L, S, E, H, Fw) in enumerate(_LAYER_SHAPES):
-                for norm_first in (False, True):
-                    label, layer, theirs = _build(cls, E, H, Fw, norm_first, seed, device, dtype)
-                    x = _draw((B, L, E), seed, device, dtype)  # (B, L, E)
-                    memory = _draw((B, S, E), seed + 50, device, dtype)  # (B, S, E)
-                    masks = _masks(B, L, S, seed, device)
-                    where = (f"(tgt (B={B}, L={L}, E={E}), memory (S={S}), "
-                             f"{str(dtype).removeprefix('torch.')}, {device.type})")
-                    _check_sa_block(layer, theirs, label, where, x, masks[0], masks[1], dtype)
-                    _check_mha_block(layer, theirs, label, where, x, memory, masks[2], dtype)
-                    _check_forward(layer, theirs, label, where, x, memory, masks, norm_first,
-                                   dtype)
+    eps=1e-5).forward(tgt (B, L, E), memory (B, S, E), tgt_mask=None (L, L),
+    tgt_padding_mask=None (B, L), memory_padding_mask=None (B, S)), masks True = allowed: the
+    three sublayers in order, each in its residual and LayerNorm (post-LN or pre-LN), the
+    feed-forward network linear2(dropout(relu(linear1(x)))), the masks handed on; equal to
+    torch's layer with the inverted masks, or to that formula through the student's own blocks
+    (which their own cells grade); gradients equal torch's; dropout only in training."""
+    for layer, theirs, name, where, x, memory, masks, norm_first, dtype in _layers(cls):
+        causal, tgt_pad, mem_pad = masks
+        kwargs = {"tgt_mask": causal, "tgt_padding_mask": tgt_pad, "memory_padding_mask": mem_pad}
+        for given, kind in ((kwargs, "every mask"), ({}, "no mask")):
+            what = f"{name}{where} with {kind}"
+            out = calling(what, layer, x, memory, **given)
+            with torch.no_grad():
+                expected = theirs(
+                    x, memory, tgt_mask=_inverted(given.get("tgt_mask")),
+                    tgt_key_padding_mask=_inverted(given.get("tgt_padding_mask")),
+                    memory_key_padding_mask=_inverted(given.get("memory_padding_mask")),
+                )  # fmt: skip  # (B, L, E)
+            if not isinstance(out, torch.Tensor):
+                raise CheckFailed(f"{what}: expected a torch.Tensor, got {type(out).__name__}.")
+            if out.shape != expected.shape:
+                raise CheckFailed(f"{what}: wrong shape {tuple(out.shape)}, expected (B, L, E) "
+                                  f"= {tuple(expected.shape)}.")
+            own = _through_own_blocks(layer, theirs, x, memory, given, norm_first, what)
+            if _wired_right(out, expected, own, dtype):
+                continue
+            if given:
+                _name_forward_mistake(layer, theirs, what, x, memory, masks, norm_first, dtype)
+            compare(out, expected, what, hint="Self-attention, then cross-attention, then the "
+                    "feed-forward network linear2(dropout(relu(linear1(x)))), each inside its "
+                    f"residual connection and LayerNorm, as in nn.TransformerDecoderLayer "
+                    f"{_ON_DECODER}.")
 
-    # gradients, float64 on the CPU: to the decoder's input, the memory and every parameter
+    # gradients, float64 on the CPU, to the decoder's input, the memory and every parameter,
+    # where the layer's output is torch's (where it is not, the cells above judged why)
     B, L, S, E, H, Fw = 2, 5, 6, 8, 2, 16
     for norm_first in (False, True):
-        label, layer, theirs = _build(cls, E, H, Fw, norm_first, 7, torch.device("cpu"),
-                                      torch.float64)
-        label = f"{label}, backward"
-        x = _draw((B, L, E), 1, "cpu", torch.float64)
-        memory = _draw((B, S, E), 2, "cpu", torch.float64)
-        grad_output = _draw((B, L, E), 3, "cpu", torch.float64)
+        name, layer, theirs = _build(cls, E, H, Fw, norm_first, 7, torch.device("cpu"),
+                                     torch.float64)  # fmt: skip
+        name = f"{name}, backward"
+        x = draw((B, L, E), 1, "cpu", torch.float64)
+        memory = draw((B, S, E), 2, "cpu", torch.float64)
+        grad_output = draw((B, L, E), 3, "cpu", torch.float64)
         causal, tgt_pad, mem_pad = _masks(B, L, S, 4, "cpu")
         kwargs = {"tgt_mask": causal, "tgt_padding_mask": tgt_pad, "memory_padding_mask": mem_pad}
-        _, grads, params = calling(label, layer.gradients, (x, memory), kwargs, params=True,
-                                   grad_output=grad_output)
+        out, grads, params = calling(name, layer.gradients, (x, memory), kwargs, params=True,
+                                     grad_output=grad_output)  # fmt: skip
         xr, mr = x.clone().requires_grad_(), memory.clone().requires_grad_()
-        out = theirs(xr, mr, tgt_mask=~causal, tgt_key_padding_mask=~tgt_pad,
-                     memory_key_padding_mask=~mem_pad)
-        (out * grad_output).sum().backward()
-        compare(grads[0], xr.grad, f"{label}, gradient of tgt")
-        compare(grads[1], mr.grad, f"{label}, gradient of memory")
-        for name, p in theirs.named_parameters():
-            if params.get(name) is None:
-                raise CheckFailed(f"{label}: no gradient reaches {name}; is it used in forward?")
-            compare(params[name], p.grad, f"{label}, gradient of {name}")
+        expected = theirs(xr, mr, tgt_mask=~causal, tgt_key_padding_mask=~tgt_pad,
+                          memory_key_padding_mask=~mem_pad)  # fmt: skip
+        if not close(out, expected.detach(), torch.float64):
+            continue
+        (expected * grad_output).sum().backward()
+        for got, want, which in ((grads[0], xr.grad, "tgt"), (grads[1], mr.grad, "memory")):
+            if got is None:
+                raise CheckFailed(f"{name}: no gradient reaches {which}; do not detach it, and "
+                                  "build the layer from torch operations only.")
+            compare(got, want, f"{name}, gradient of {which}")
+        for param, p in theirs.named_parameters():
+            if params.get(param) is None:
+                raise CheckFailed(f"{name}: no gradient reaches {param}; is it used in forward?")
+            compare(params[param], p.grad, f"{name}, gradient of {param}")
 
-    # dropout: the identity in eval mode, active in training mode
-    label = "DecoderLayer(8, 2, 16, dropout=0.5)"
-    layer = calling(label, cls.seeded(0), 8, 2, 16, dropout=0.5)
-    theirs = _torch_layer(8, 2, 16, False, 9, "cpu", torch.float32)
-    calling(f"{label}.load_state_dict", layer.load_state_dict, theirs.state_dict())
-    x, memory = _draw((2, 4, 8), 5, "cpu", torch.float32), _draw((2, 3, 8), 6, "cpu", torch.float32)
-    calling(f"{label}.eval()", layer.method("eval"))
-    with torch.no_grad():
-        expected = theirs(x, memory)
-    compare(calling(f"{label} in eval mode", layer, x, memory), expected,
-            f"{label} in eval mode", hint="Use nn.Dropout modules, which do nothing in eval mode.")
-    calling(f"{label}.train()", layer.method("train"))
-    out = calling(f"{label} in training mode", layer, x, memory)
-    if isinstance(out, torch.Tensor) and torch.allclose(out, expected):
-        raise CheckFailed(f"{label} in training mode: the dropout does nothing; pass dropout on "
-                          "to the attention modules and the nn.Dropout modules.")
+    # dropout: in eval mode the layer is the same layer without dropout; in training it is not
+    for norm_first in (False, True):
+        name, layer, _ = _build(cls, 8, 2, 16, norm_first, 9, torch.device("cpu"), torch.float32,
+                                dropout=0.5)  # fmt: skip
+        name = f"{name[:-1]}, dropout=0.5)"
+        _, plain, _ = _build(cls, 8, 2, 16, norm_first, 9, torch.device("cpu"), torch.float32,
+                             dropout=0.0)  # fmt: skip
+        x, memory = draw((2, 4, 8), 5), draw((2, 3, 8), 6)
+        calling(f"{name}.eval()", layer.method("eval"))
+        calling("DecoderLayer(..., dropout=0.0).eval()", plain.method("eval"))
+        expected = calling(f"{name[:-1]}, dropout=0.0)", plain, x, memory)
+        compare(calling(f"{name} in eval mode", layer, x, memory), expected,
+                f"{name} in eval mode, against the same layer with dropout=0.0",
+                hint="Use nn.Dropout modules (and the attention's own dropout), which do nothing "
+                "in eval mode.")  # fmt: skip
+        calling(f"{name}.train()", layer.method("train"))
+        out = calling(f"{name} in training mode", layer, x, memory)
+        if isinstance(out, torch.Tensor) and close(out, expected):
+            raise CheckFailed(f"{name} in training mode: the dropout does nothing; pass dropout "
+                              "on to the attention modules and the nn.Dropout modules.")

@@ -1,11 +1,12 @@
 """Known-wrong implementations for chapter 8: the mistakes the checks must catch.
 
 Each entry is a plausible student mistake. ``tests/test_chapter_contract.py`` runs every check on
-every entry and requires its part's check to fail (and every other part's to pass, with the
-mistake in the student's namespace), so a check that grows lax, or one that charges a mistake to
-the wrong part, is noticed.
+every entry and requires a check of its name to fail with a message that holds the entry's phrase
+(and every other name's checks to pass, with the mistake in the student's namespace), so a check
+that grows lax, or one that charges a mistake to the wrong part, is noticed.
 
-``WRONG`` maps the name of the graded function or class to {mistake: implementation}.
+``WRONG`` maps the name of the graded function or class to {mistake: Mistake(implementation,
+phrase)}.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from autograder.chapters import Mistake
 
 from . import reference as ref
 
@@ -232,52 +236,129 @@ class DecoderLayerForwardDropsMemoryPadding(ref.DecoderLayer):
         return super().forward(tgt, memory, tgt_mask, tgt_padding_mask, None)
 
 
+class DecoderLayerForwardDropsDecoderPadding(ref.DecoderLayer):
+    def forward(self, tgt, memory, tgt_mask=None, tgt_padding_mask=None,
+                memory_padding_mask=None):  # fmt: skip
+        return super().forward(tgt, memory, tgt_mask, None, memory_padding_mask)
+
+
+class DecoderLayerGELU(ref.DecoderLayer):
+    """A GELU in the feed-forward network, where torch's layer (and the paper) has a ReLU."""
+
+    def _ff_block(self, x):
+        return self.dropout3(self.linear2(self.dropout(F.gelu(self.linear1(x)))))
+
+
+class DecoderLayerNoResidualAroundFFN(ref.DecoderLayer):
+    def forward(self, tgt, memory, tgt_mask=None, tgt_padding_mask=None,
+                memory_padding_mask=None):  # fmt: skip
+        x = tgt
+        if self.norm_first:
+            x = x + self._sa_block(self.norm1(x), tgt_mask, tgt_padding_mask)
+            x = x + self._mha_block(self.norm2(x), memory, memory_padding_mask)
+            return self._ff_block(self.norm3(x))
+        x = self.norm1(x + self._sa_block(x, tgt_mask, tgt_padding_mask))
+        x = self.norm2(x + self._mha_block(x, memory, memory_padding_mask))
+        return self.norm3(self._ff_block(x))
+
+
+class DecoderLayerNoDropout(ref.DecoderLayer):
+    """Ignores the dropout argument: nothing is ever dropped."""
+
+    def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.0, norm_first=False,
+                 eps=1e-5):  # fmt: skip
+        super().__init__(d_model, nhead, dim_feedforward, 0.0, norm_first, eps)
+
+
+class DecoderLayerDropoutAlwaysOn(ref.DecoderLayer):
+    """F.dropout with training=True on the sublayers' outputs: it drops in eval mode too."""
+
+    def _ff_block(self, x):
+        hidden = self.dropout(F.relu(self.linear1(x)))
+        return F.dropout(self.linear2(hidden), self.dropout3.p, training=True)
+
+
+class DecoderLayerOwnNames(ref.DecoderLayer):
+    """Submodules named in its own way: torch's state dict does not load."""
+
+    def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.0, norm_first=False,
+                 eps=1e-5):  # fmt: skip
+        super().__init__(d_model, nhead, dim_feedforward, dropout, norm_first, eps)
+        self.ln_cross = self.norm2
+        del self.norm2
+
+    def forward(self, tgt, memory, tgt_mask=None, tgt_padding_mask=None,
+                memory_padding_mask=None):  # fmt: skip
+        self.norm2 = self.ln_cross
+        return super().forward(tgt, memory, tgt_mask, tgt_padding_mask, memory_padding_mask)
+
+
+class DecoderLayerDetachesMemory(ref.DecoderLayer):
+    """Detaches the encoder's output: no gradient reaches the encoder."""
+
+    def _mha_block(self, x, memory, memory_padding_mask=None):
+        return super()._mha_block(x, memory.detach(), memory_padding_mask)
+
+
+class DecoderLayerAttentionWithoutBatchFirst(ref.DecoderLayer):
+    def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.0, norm_first=False,
+                 eps=1e-5):  # fmt: skip
+        super().__init__(d_model, nhead, dim_feedforward, dropout, norm_first, eps)
+        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
+
+
 WRONG = {
     "padding_mask": {
-        f.__name__: f
-        for f in (
-            padding_mask_flipped,
-            padding_mask_pad_is_zero,
-            padding_mask_from_lengths,
-            padding_mask_float,
-            padding_mask_broadcast_ready,
-        )
+        "True at padding": Mistake(padding_mask_flipped, "wrong way round"),
+        "padding is id 0": Mistake(padding_mask_pad_is_zero, "not id 0"),
+        "padding assumed at the end": Mistake(padding_mask_from_lengths, "at the end"),
+        "a float mask": Mistake(padding_mask_float, "boolean"),
+        "already broadcast": Mistake(padding_mask_broadcast_ready, "one entry per token"),
     },
     "causal_mask": {
-        f.__name__: f
-        for f in (
-            causal_mask_no_diagonal,
-            causal_mask_one_ahead,
-            causal_mask_top_left,
-            causal_mask_flipped,
-            causal_mask_float,
-            causal_mask_square,
-        )
+        "no diagonal": Mistake(causal_mask_no_diagonal, "its own position"),
+        "one ahead": Mistake(causal_mask_one_ahead, "one future position"),
+        "top-left aligned": Mistake(causal_mask_top_left, "top-left"),
+        "True for the future": Mistake(causal_mask_flipped, "wrong way round"),
+        "a float mask": Mistake(causal_mask_float, "boolean"),
+        "always square": Mistake(causal_mask_square, "wrong shape"),
     },
     "combine_masks": {
-        f.__name__: f
-        for f in (
-            combine_masks_padding_on_queries,
-            combine_masks_or,
-            combine_masks_no_head_axis,
-            combine_masks_torch_polarity,
-            combine_masks_ignores_attn_mask,
-        )
+        "padding on the query axis": Mistake(combine_masks_padding_on_queries, "over the queries"),
+        "or instead of and": Mistake(combine_masks_or, "'or'"),
+        "no head axis": Mistake(combine_masks_no_head_axis, "head axis"),
+        "torch's polarity": Mistake(combine_masks_torch_polarity, "wrong way round"),
+        "attn_mask ignored": Mistake(combine_masks_ignores_attn_mask, "attn_mask is ignored"),
     },
     "DecoderLayer": {
-        c.__name__: c
-        for c in (
-            DecoderLayerFlippedCausal,
-            DecoderLayerFlippedPadding,
-            DecoderLayerCausalIgnored,
-            DecoderLayerCrossFromDecoder,
-            DecoderLayerMemoryPaddingIgnored,
-            DecoderLayerMemoryPaddingFlipped,
-            DecoderLayerMaskAfterSoftmax,
-            DecoderLayerAlwaysPostLN,
-            DecoderLayerCrossBeforeSelf,
-            DecoderLayerForwardDropsCausal,
-            DecoderLayerForwardDropsMemoryPadding,
-        )
+        "tgt_mask not inverted": Mistake(DecoderLayerFlippedCausal, "tgt_mask reaches"),
+        "tgt_padding_mask not inverted": Mistake(DecoderLayerFlippedPadding,
+                                                 "tgt_padding_mask reaches"),
+        "tgt_mask ignored": Mistake(DecoderLayerCausalIgnored, "tgt_mask is not used"),
+        "cross-attention over the decoder": Mistake(DecoderLayerCrossFromDecoder,
+                                                    "keys and values come from the decoder"),
+        "memory_padding_mask ignored": Mistake(DecoderLayerMemoryPaddingIgnored,
+                                               "memory_padding_mask is not used"),
+        "memory_padding_mask not inverted": Mistake(DecoderLayerMemoryPaddingFlipped,
+                                                    "memory_padding_mask reaches"),
+        "softmax, zero, softmax": Mistake(DecoderLayerMaskAfterSoftmax, "before the softmax"),
+        "always post-LN": Mistake(DecoderLayerAlwaysPostLN, "this is post-LN"),
+        "cross-attention before self-attention": Mistake(DecoderLayerCrossBeforeSelf,
+                                                         "wrong order"),
+        "forward drops tgt_mask": Mistake(DecoderLayerForwardDropsCausal, "the future leaks in"),
+        "forward drops memory_padding_mask": Mistake(DecoderLayerForwardDropsMemoryPadding,
+                                                     "encoder's padding"),
+        "forward drops tgt_padding_mask": Mistake(DecoderLayerForwardDropsDecoderPadding,
+                                                  "decoder's padding"),
+        "GELU in the feed-forward network": Mistake(DecoderLayerGELU, "feed-forward"),
+        "no residual around the feed-forward network": Mistake(DecoderLayerNoResidualAroundFFN,
+                                                               "residual"),
+        "dropout ignored": Mistake(DecoderLayerNoDropout, "the dropout does nothing"),
+        "dropout in eval mode too": Mistake(DecoderLayerDropoutAlwaysOn, "eval mode"),
+        "submodules named otherwise": Mistake(DecoderLayerOwnNames, "nn.TransformerDecoderLayer"),
+        "the encoder's output detached": Mistake(DecoderLayerDetachesMemory,
+                                                  "no gradient reaches memory"),
+        "self-attention without batch_first": Mistake(DecoderLayerAttentionWithoutBatchFirst,
+                                                      "batch_first=True"),
     },
 }
