@@ -64,6 +64,21 @@ def test_table_dtype_and_device_keywords(device):
     torch.testing.assert_close(pe.cpu(), _by_formula(300, 24), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32])
+def test_a_tensor_of_positions_gets_the_tables_rows_in_its_shape_and_on_its_device(dtype, device):
+    positions = torch.tensor([[7, 0, 3], [3, 3, 120]], dtype=dtype, device=device)  # (B, L)
+    pe = ref.sinusoidal_positional_encoding(positions, 9)
+    assert pe.shape == (2, 3, 9) and pe.dtype == torch.float32 and pe.device.type == device
+    table = ref.sinusoidal_positional_encoding(121, 9).to(device)
+    torch.testing.assert_close(pe, table[positions.long()], rtol=0, atol=0)
+
+
+def test_positions_must_be_integers():
+    with pytest.raises(ValueError, match="integers"):
+        ref.sinusoidal_positional_encoding(torch.tensor([0.5, 1.0]), 4)
+
+
 @pytest.mark.parametrize("embed_dim", [2, 16, 64, 9])
 @pytest.mark.parametrize("k", [1, 3, 40])
 def test_a_shift_by_k_is_one_rotation_for_every_position(embed_dim, k):
@@ -245,38 +260,6 @@ def test_torch_layers_are_equivariant_and_a_causal_mask_breaks_it():
 # --------------------------------------------------------------------------------------------
 # The checks accept what the instructions allow
 # --------------------------------------------------------------------------------------------
-
-
-def _annotated_table(max_len, embed_dim):
-    """The common float32 version (exp-log frequencies), with the odd width handled."""
-    pe = torch.zeros(max_len, embed_dim)
-    position = torch.arange(0, max_len).unsqueeze(1)
-    div_term = torch.exp(torch.arange(0, embed_dim, 2) * -(math.log(10000.0) / embed_dim))
-    pe[:, 0::2] = torch.sin(position * div_term)
-    pe[:, 1::2] = torch.cos(position * div_term)[:, : embed_dim // 2]
-    return pe
-
-
-def test_a_float32_table_passes_the_check_even_for_long_tables():
-    checks.check_sinusoidal_positional_encoding(_annotated_table)
-
-
-class _InlineNonPersistent(nn.Module):
-    """A table computed inline and registered as a non-persistent buffer: both allowed."""
-
-    def __init__(self, embed_dim, dropout=0.1, max_len=5000):
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.register_buffer("pe", _annotated_table(max_len, embed_dim), persistent=False)
-
-    def forward(self, x):
-        if x.size(-2) > self.pe.size(0):
-            raise ValueError("longer than max_len")
-        return self.dropout(x + self.pe[: x.size(-2)])
-
-
-def test_positional_encoding_check_accepts_an_inline_non_persistent_table():
-    checks.check_positional_encoding(_InlineNonPersistent)
 
 
 def test_gap_check_accepts_a_manual_softmax_and_a_zero_dim_tensor():

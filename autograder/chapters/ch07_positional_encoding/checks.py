@@ -4,9 +4,11 @@ Each check draws its inputs from fixed seeds, runs on the CPU and on CUDA when t
 table of Part 1 is built on the CPU, as its instructions say), and tests what the instructions
 promise, properties first, values after, so that a failure names the property:
 
-- ``sinusoidal_positional_encoding``: the shape (odd widths included), float32, position 0 first,
-  the interleaved layout (even columns sines), each pair's frequency, the relative-offset property
-  PE(p + k) = M_k PE(p), then every value;
+- ``sinusoidal_positional_encoding``: for a number of positions, the shape (odd widths
+  included), float32, position 0 first, the interleaved layout (even columns sines), each pair's
+  frequency, the relative-offset property PE(p + k) = M_k PE(p), then every value; for a tensor
+  of positions (unordered, repeated, large, in batches), the shape (..., E), float32, the
+  positions' device, then every value;
 - ``PositionalEncoding``: a buffer called ``pe``, not a parameter and not a plain attribute, the
   table's first L rows added (no sqrt(E) scaling), any L up to max_len, ValueError beyond it,
   dropout on the sum (training) and none in eval mode, the input's dtype and device, gradients;
@@ -14,18 +16,22 @@ promise, properties first, values after, so that a failure names the property:
   stay put while the tokens move; the causal mask; any leading dimensions; the maximum.
 
 **One bug, one part.** ``PositionalEncoding`` calls the student's
-``sinusoidal_positional_encoding``; while its check runs, the reference stands in for it
-(``stand_ins``), so a wrong table costs Part 1 only.
+``sinusoidal_positional_encoding``; while its check runs, the student's own is used when it passes
+its own check and the reference stands in for it when it does not (``stand_ins``), and the
+expected table is computed through the same function (``through``), so a wrong table costs Part 1
+only and a table that Part 1 accepts is never charged again.
 
 Tolerances: a float32 table computed in float32 differs from the exact one by up to about
-max_len · 1e-7 (the angle p·w is rounded before its sine is taken), so Part 1 allows
-1e-5 + 2e-7 · max_len.
+p · 1e-7 at position p (the angle p·w is rounded before its sine is taken), so Part 1 allows
+1e-5 + 2e-7 · (the largest position).
 
+Known mistakes are named by running the chapter's wrong bank (``wrong.py``) on the same inputs.
 Not here: the reference (``reference.py``) and the known-wrong implementations (``wrong.py``).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -38,11 +44,16 @@ from autograder.toolkit import (
     cases,
     check,
     check_devices,
+    close,
     compare,
+    draw,
+    label,
     raises,
+    through,
 )
 
 from . import reference as ref
+from . import wrong
 
 __all__ = [
     "check_sinusoidal_positional_encoding",
@@ -55,18 +66,8 @@ _SECTION = "chapter 7, section 'The sinusoidal encoding'"
 
 
 def _table_tolerance(max_len: int) -> tuple[float, float]:
-    """(rtol, atol) for a float32 table of max_len rows."""
+    """(rtol, atol) for a float32 table of positions below max_len."""
     return 0.0, 1e-5 + 2e-7 * max_len
-
-
-def _close(a, b, tolerance) -> bool:
-    rtol, atol = tolerance
-    return (
-        isinstance(a, torch.Tensor)
-        and a.shape == b.shape
-        and a.dtype == b.dtype
-        and bool(torch.allclose(a, b, rtol=rtol, atol=atol))
-    )
 
 
 def _rotate(pe: torch.Tensor, k: int, embed_dim: int) -> torch.Tensor:
@@ -92,12 +93,14 @@ _TABLES = [(1, 4), (10, 1), (50, 7), (64, 16), (200, 33), (128, 512), (2000, 64)
 
 @check()
 def check_sinusoidal_positional_encoding(fn: Subject) -> None:
-    """sinusoidal_positional_encoding(max_len, embed_dim) -> (max_len, embed_dim), float32, CPU.
+    """sinusoidal_positional_encoding(n, embed_dim) -> (n, embed_dim), float32, CPU; and
+    sinusoidal_positional_encoding(positions (...), embed_dim) -> (..., embed_dim), float32, on
+    the positions' device.
 
     PE[p, 2i] = sin(p · w_i), PE[p, 2i + 1] = cos(p · w_i), w_i = 10000^(-2i/E), positions from
     0; an odd E gives E columns, the last a sine. Checked in this order: a float32 tensor of that
     shape; row 0 = (0, 1, 0, 1, ...); column 0 = sin(p); each pair's frequency; the relative
-    offset property PE(p + k) = M_k PE(p); every value.
+    offset property PE(p + k) = M_k PE(p); every value; then tensors of positions.
     """
     for max_len, E in _TABLES:
         what = f"sinusoidal_positional_encoding({max_len}, {E})"
@@ -143,12 +146,56 @@ def check_sinusoidal_positional_encoding(fn: Subject) -> None:
                         f"({_SECTION}, and 'Relative positions')."
                     )
         compare(out, expected, what, tolerance=tol, hint=f"See {_SECTION}.")
+    for device in check_devices():
+        for positions, E, kind in _POSITIONS:
+            _check_positions(fn, positions.to(device), E, kind)
+
+
+# Tensors of positions: (positions, E, what they are).
+_POSITIONS = [
+    (torch.tensor([5, 0, 3, 3]), 8, "unordered and repeated"),
+    (torch.arange(100, 106), 16, "that continue from position 100"),
+    (torch.tensor([[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]]), 6,
+     "a (B, L) batch of position ids, the first sequence padded at the start"),
+    (torch.randint(0, 2000, (2, 3, 4), generator=torch.Generator().manual_seed(3),
+                   dtype=torch.int32), 33, "int32, of shape (2, 3, 4), up to 2000, E odd"),
+]  # fmt: skip
+
+
+def _check_positions(fn: Subject, positions: torch.Tensor, E: int, kind: str) -> None:
+    what = (f"sinusoidal_positional_encoding(positions of shape {tuple(positions.shape)}, {kind}, "
+            f"on {positions.device.type}, {E})")  # fmt: skip
+    out = calling(what, fn, positions, E)
+    shape = (*positions.shape, E)
+    if not isinstance(out, torch.Tensor):
+        raise CheckFailed(f"{what}: expected a torch.Tensor, got {type(out).__name__}.")
+    if tuple(out.shape) != shape:
+        raise CheckFailed(
+            f"{what}: wrong shape {tuple(out.shape)}; for positions of shape (...) the result "
+            f"is (..., embed_dim) = {shape}, one vector per position."
+        )
+    if out.dtype != torch.float32:
+        raise CheckFailed(f"{what}: the result is {out.dtype}; it must be float32.")
+    if out.device.type != positions.device.type:
+        raise CheckFailed(f"{what}: the result is on {out.device.type}; it must be on the "
+                          f"positions' device, {positions.device.type}.")
+    tol = _table_tolerance(int(positions.max()) + 1)
+    expected = ref.sinusoidal_positional_encoding(positions, E)  # (..., E)
+    if not close(out, expected, tolerance=tol) and close(
+        out, wrong.pe_positions_ignored(positions, E), tolerance=tol
+    ):
+        raise CheckFailed(
+            f"{what}: these are the encodings of the positions 0, 1, 2, ..., not of the values "
+            "of the positions given: entry [..., :] is PE of the position at [...]."
+        )
+    compare(out, expected, what, tolerance=tol,
+            hint=f"Each entry is PE of its position, whatever the order. See {_SECTION}.")
 
 
 def _first_row(exact, expected, E, what, tol) -> None:
     """Position 0 first: sin 0 = 0 in the even columns, cos 0 = 1 in the odd ones."""
     row = exact[0]  # (E,)
-    if _close(row, expected[0], tol):
+    if close(row, expected[0], tolerance=tol):
         return
     n_sin = (E + 1) // 2
     if E > 1 and torch.allclose(row[0::2], torch.ones(n_sin, dtype=row.dtype), atol=tol[1]):
@@ -184,11 +231,12 @@ def _frequencies(exact, E, what, tol) -> None:
         w = ref.BASE ** (-col / E)  # the frequency of the pair (col, col + 1)
         if bool(torch.allclose(exact[:, col], torch.sin(p * w), rtol=0, atol=tol[1])):
             continue
-        for label, wrong in (("2·(2i)/E, twice", ref.BASE ** (-2 * col / E)),
-                             ("i/E, half", ref.BASE ** (-(col // 2) / E))):
-            if bool(torch.allclose(exact[:, col], torch.sin(p * wrong), rtol=0, atol=tol[1])):
+        for mistake, size in ((wrong.pe_exponent_doubled, "2·(2i)/E, twice"),
+                              (wrong.pe_exponent_halved, "i/E, half")):  # fmt: skip
+            column = mistake(max_len, E)[:, col].double()  # (max_len,)
+            if bool(torch.allclose(exact[:, col], column, rtol=0, atol=tol[1])):
                 raise CheckFailed(
-                    f"{what}: column {col} has the wrong frequency: its exponent is {label} "
+                    f"{what}: column {col} has the wrong frequency: its exponent is {size} "
                     f"what it should be. Pair i (columns 2i and 2i + 1) has w_i = "
                     f"10000^(-2i/E), so column j = 2i uses 10000^(-j/E) ({_SECTION})."
                 )
@@ -233,15 +281,15 @@ def _pe_buffer(module: Subject, label: str, max_len: int, E: int) -> torch.Tenso
     return table
 
 
-def _pe_variants(x, table) -> dict:
-    """Known mistakes, to name the one made: {message: output}."""
-    L, E = x.size(-2), x.size(-1)
-    return {
-        "the input is multiplied by sqrt(E); this module adds the table to x as it is (the "
-        "model scales its embeddings before calling it)": x * math.sqrt(E) + table[:L],
-        "the table is subtracted; add it": x - table[:L],
-        "the table is not added": x,
-    }
+# Known mistakes that give another output of the right shape, and what to say about them.
+_PE_MISTAKES = [
+    (wrong.PEScalesBySqrtE, "the input is multiplied by sqrt(E); this module adds the table to "
+     "x as it is (the model scales its embeddings before calling it)"),
+    (wrong.PESubtracts, "the table is subtracted; add it"),
+    (wrong.PENotAdded, "the table is not added"),
+    (wrong.PESequenceFirst, "x is read sequence first, (L, B, E), as PyTorch's tutorial module "
+     "does; this module takes (..., L, E), the positions on dimension -2"),
+]  # fmt: skip
 
 
 @check(stand_ins=_PE_STAND_IN)
@@ -251,34 +299,37 @@ def check_positional_encoding(cls: Subject) -> None:
     L > max_len, in x's dtype and on its device after module.to(device, dtype).
     """
     for device, dtype, seed, (lead, L, E, max_len) in cases(_PE_SHAPES, _DTYPES):
-        label = f"PositionalEncoding({E}, dropout=0.0, max_len={max_len})"
-        module = calling(label, cls.seeded(0), E, dropout=0.0, max_len=max_len)
-        table = _pe_buffer(module, label, max_len, E)
-        expected_table = ref.sinusoidal_positional_encoding(max_len, E)  # (max_len, E)
-        compare(table.float(), expected_table, f"{label}.pe", tolerance=_table_tolerance(max_len),
+        name = f"PositionalEncoding({E}, dropout=0.0, max_len={max_len})"
+        module = calling(name, cls.seeded(0), E, dropout=0.0, max_len=max_len)
+        table = _pe_buffer(module, name, max_len, E)
+        with through(ref):  # the student's own table where it passed Part 1
+            expected_table = ref.sinusoidal_positional_encoding(max_len, E)  # (max_len, E)
+        compare(table.float(), expected_table, f"{name}.pe", tolerance=_table_tolerance(max_len),
                 hint="It is the table sinusoidal_positional_encoding(max_len, embed_dim).")
-        calling(f"{label}.to({device.type}, {str(dtype).removeprefix('torch.')})", module.to,
-                device, dtype)
-        g = torch.Generator().manual_seed(seed)
-        x = torch.randn(*lead, L, E, generator=g, dtype=torch.float64).to(device, dtype)
-        what = (f"{label}(x of shape {tuple(x.shape)}, {str(dtype).removeprefix('torch.')}, "
-                f"{device.type})")
-        out = calling(what, module, x)
+        calling(f"{name}.to({label(dtype, device)})", module.to, device, dtype)
+        x = draw((*lead, L, E), seed, device, dtype)  # (..., L, E)
+        what = f"{name}(x of shape {tuple(x.shape)}, {label(dtype, device)})"
+        try:
+            out = calling(what, module, x)
+        except CheckFailed as failed:
+            raise CheckFailed(f"{str(failed).rstrip('.')}. forward(x) adds the table's first L "
+                              "rows, pe[:L], with L = x.size(-2): a sequence may be shorter than "
+                              "max_len.") from None
         expected = x + expected_table.to(device, dtype)[:L]  # (..., L, E)
-        if isinstance(out, torch.Tensor) and out.shape == x.shape:
-            for message, wrong in _pe_variants(x, expected_table.to(device, dtype)).items():
-                if _close(out, wrong, TOLERANCES[dtype]) and not _close(
-                    out, expected, TOLERANCES[dtype]
-                ):
+        if isinstance(out, torch.Tensor) and out.shape == x.shape and not close(out, expected):
+            for mistake, message in _PE_MISTAKES:
+                made = mistake(E, dropout=0.0, max_len=max_len).to(device, dtype)
+                made.pe.copy_(expected_table)
+                if close(out, made(x)):
                     raise CheckFailed(f"{what}: {message}.")
         rtol, atol = TOLERANCES[dtype]
         compare(out, expected, what, tolerance=(rtol, atol + _table_tolerance(max_len)[1]),
                 hint="forward(x) is x + pe[:L], L = x.size(-2), the first L rows only.")
 
         # one position longer than the table: a clear error, not a broadcasting accident
-        longer = torch.randn(*lead, max_len + 1, E, generator=g, dtype=torch.float64)
-        raises(ValueError, f"{label} given a sequence of length {max_len + 1} > max_len",
-               module, longer.to(device, dtype))
+        longer = draw((*lead, max_len + 1, E), seed + 100, device, dtype)
+        raises(ValueError, f"{name} given a sequence of length {max_len + 1} > max_len",
+               module, longer)  # fmt: skip
 
     _check_dropout(cls)
     _check_gradients(cls)
@@ -287,30 +338,30 @@ def check_positional_encoding(cls: Subject) -> None:
 def _check_dropout(cls: Subject) -> None:
     """Dropout on the sum: in training each entry is 0 or (x + pe) / (1 - p); eval: x + pe."""
     E, L, max_len, p = 16, 10, 40, 0.5
-    label = f"PositionalEncoding({E}, dropout={p}, max_len={max_len})"
-    module = calling(label, cls.seeded(0), E, dropout=p, max_len=max_len)
-    g = torch.Generator().manual_seed(11)
-    x = torch.randn(4, L, E, generator=g) + 3.0  # (B, L, E): no entry near 0
-    expected = x + ref.sinusoidal_positional_encoding(max_len, E)[:L]  # (B, L, E)
+    name = f"PositionalEncoding({E}, dropout={p}, max_len={max_len})"
+    module = calling(name, cls.seeded(0), E, dropout=p, max_len=max_len)
+    x = draw((4, L, E), 11) + 3.0  # (B, L, E): no entry near 0
+    with through(ref):
+        expected = x + ref.sinusoidal_positional_encoding(max_len, E)[:L]  # (B, L, E)
     tol = TOLERANCES[torch.float32]
 
-    calling(f"{label}.eval()", module.method("eval"))
-    out = calling(f"{label} in eval mode", module, x)
-    compare(out, expected, f"{label} in eval mode",
-            hint="Use nn.Dropout, which does nothing in eval mode.")
+    calling(f"{name}.eval()", module.method("eval"))
+    out = calling(f"{name} in eval mode", module, x)
+    compare(out, expected, f"{name} in eval mode",
+            hint="Use nn.Dropout, which does nothing in eval mode.")  # fmt: skip
 
-    calling(f"{label}.train()", module.method("train"))
-    out = calling(f"{label} in training mode", module.seeded(3), x)
+    calling(f"{name}.train()", module.method("train"))
+    out = calling(f"{name} in training mode", module.seeded(3), x)
     if not isinstance(out, torch.Tensor) or out.shape != x.shape:
-        raise CheckFailed(f"{label} in training mode: the result must have x's shape (B, L, E).")
+        raise CheckFailed(f"{name} in training mode: the result must have x's shape (B, L, E).")
     dropped = out.abs() <= tol[1]
     kept = torch.isclose(out, expected / (1 - p), rtol=tol[0], atol=tol[1])
     if not bool(dropped.any()):
-        raise CheckFailed(f"{label} in training mode: nothing is dropped; apply the dropout "
+        raise CheckFailed(f"{name} in training mode: nothing is dropped; apply the dropout "
                           "(an nn.Dropout(dropout)) to x + pe.")
     if not bool((dropped | kept).all()):
         raise CheckFailed(
-            f"{label} in training mode: the dropout must act on the sum x + pe, after the "
+            f"{name} in training mode: the dropout must act on the sum x + pe, after the "
             "positions are added: each entry is then either 0 or (x + pe) / (1 - p). Dropping "
             "x alone, or the table alone, leaves other values."
         )
@@ -319,20 +370,19 @@ def _check_dropout(cls: Subject) -> None:
 def _check_gradients(cls: Subject) -> None:
     """The gradient reaches x (the identity, with no dropout), and pe gets none."""
     E, max_len = 8, 12
-    label = f"PositionalEncoding({E}, dropout=0.0, max_len={max_len}), backward"
-    module = calling(label, cls.seeded(0), E, dropout=0.0, max_len=max_len)
+    name = f"PositionalEncoding({E}, dropout=0.0, max_len={max_len}), backward"
+    module = calling(name, cls.seeded(0), E, dropout=0.0, max_len=max_len)
     module.to("cpu", torch.float64)
-    g = torch.Generator().manual_seed(5)
-    x = torch.randn(2, 6, E, generator=g, dtype=torch.float64)  # (B, L, E)
-    grad_output = torch.randn(2, 6, E, generator=g, dtype=torch.float64)  # (B, L, E)
-    _, grads, params = calling(label, module.gradients, (x,), params=True,
-                               grad_output=grad_output)
+    x = draw((2, 6, E), 5, dtype=torch.float64)  # (B, L, E)
+    grad_output = draw((2, 6, E), 6, dtype=torch.float64)  # (B, L, E)
+    _, grads, params = calling(name, module.gradients, (x,), params=True,
+                               grad_output=grad_output)  # fmt: skip
     if grads[0] is None:
-        raise CheckFailed(f"{label}: no gradient reaches the input x; use torch operations only.")
-    compare(grads[0], grad_output, f"{label}, gradient of the input",
-            hint="x + pe passes the gradient on unchanged.")
+        raise CheckFailed(f"{name}: no gradient reaches the input x; use torch operations only.")
+    compare(grads[0], grad_output, f"{name}, gradient of the input",
+            hint="x + pe passes the gradient on unchanged.")  # fmt: skip
     if "pe" in params:
-        raise CheckFailed(f"{label}: pe must not be a parameter; register it as a buffer.")
+        raise CheckFailed(f"{name}: pe must not be a parameter; register it as a buffer.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -343,40 +393,31 @@ def _check_gradients(cls: Subject) -> None:
 _GAP_SHAPES = [((3,), 6, 16, 20), ((), 5, 8, 5), ((2, 2), 4, 8, 9), ((4,), 7, 12, 7)]
 
 
-def _gap_variants(x, perm, pe, is_causal) -> list[tuple[str, float]]:
-    """Known mistakes, to name the one made: [(message, gap)]."""
-    L = x.size(-2)
-    attend = ref.self_attention_no_projections
-    positions = 0.0 if pe is None else pe[:L]  # (L, E)
-    out = attend(x + positions, is_causal)  # (..., L, E)
-    out_of_moved = attend(x[..., perm, :] + positions, is_causal)  # (..., L, E)
-    inverse = torch.argsort(perm)
-    variants = [
-        ("it compares A(x[perm]) with A(x) itself; the outputs of permuted tokens come out "
-         "permuted (equivariance, not invariance), so compare with A(x)[perm], permuted along "
-         "the sequence axis the same way", (out_of_moved - out).abs().max()),
-        ("it permutes A(x) with the inverse permutation; x[perm] puts token perm[p] at position "
-         "p, so compare with A(x)[perm], permuted the same way",
-         (out_of_moved - out[..., inverse, :]).abs().max()),
-        ("it returns the mean of |difference|; return the largest, the max",
-         (out_of_moved - out[..., perm, :]).abs().mean()),
-    ]
-    if pe is not None:
-        # Adding pe before permuting and not adding it at all both leave the gap at about 0
-        # without a causal mask: one message names both.
-        message = (
-            "the positions do not stay in place: add pe[:L] to the tokens after permuting them, "
-            "so that position p gets pe[p] whichever token lands there (added before "
-            "permuting, the positions travel with their tokens; not added, there are none)"
-        )
-        carried = attend((x + positions)[..., perm, :], is_causal)  # (..., L, E)
-        bare = attend(x[..., perm, :], is_causal) - attend(x, is_causal)[..., perm, :]
-        variants.append((message, (carried - out[..., perm, :]).abs().max()))
-        variants.append((message, bare.abs().max()))
-    if is_causal:
-        plain = attend(x[..., perm, :] + positions) - attend(x + positions)[..., perm, :]
-        variants.append(("is_causal is ignored; pass it on to the attention", plain.abs().max()))
-    return [(message, float(v)) for message, v in variants]
+# Known mistakes (the wrong bank's), each with what to say when the student's gap is its gap.
+_POSITIONS_STAY = (
+    "the positions do not stay in place: add pe[:L] to the tokens after permuting them, so that "
+    "position p gets pe[p] whichever token lands there (added before permuting, the positions "
+    "travel with their tokens; not added, there are none)"
+)
+_GAP_MISTAKES = [
+    (wrong.gap_invariance, "it compares A(x[perm]) with A(x) itself; the outputs of permuted "
+     "tokens come out permuted (equivariance, not invariance), so compare with A(x)[perm], "
+     "permuted along the sequence axis the same way"),
+    (wrong.gap_inverse_permutation, "it permutes A(x) with the inverse permutation; x[perm] puts "
+     "token perm[p] at position p, so compare with A(x)[perm], permuted the same way"),
+    (wrong.gap_mean, "it returns the mean of |difference|; return the largest, the max"),
+    # Adding pe before permuting and not adding it at all both leave the gap at about 0 without
+    # a causal mask: one message names both.
+    (wrong.gap_positions_move_with_tokens, _POSITIONS_STAY),
+    (wrong.gap_ignores_pe, _POSITIONS_STAY),
+    (wrong.gap_ignores_is_causal, "is_causal is ignored; pass it on to the attention"),
+]  # fmt: skip
+
+
+def _agree(a: float, b: float, dtype: torch.dtype) -> bool:
+    """Two gaps equal up to rounding in `dtype`."""
+    rtol, atol = TOLERANCES[dtype]
+    return abs(a - b) <= 10 * atol + 10 * rtol * abs(b)
 
 
 def _as_number(value, what: str) -> float:
@@ -395,32 +436,42 @@ def check_permutation_equivariance_gap(fn: Subject) -> None:
     A(h) = softmax(h hᵀ/sqrt(E)) h (causal if asked) and P = pe[:L] or 0.
     """
     for device, dtype, seed, (lead, L, E, max_len) in cases(_GAP_SHAPES, _DTYPES):
+        x = draw((*lead, L, E), seed, device, dtype)  # (..., L, E)
         g = torch.Generator().manual_seed(seed)
-        x = torch.randn(*lead, L, E, generator=g, dtype=torch.float64).to(device, dtype)
         perm = torch.randperm(L, generator=g)
         while L > 2 and torch.equal(perm[perm], torch.arange(L)):  # not its own inverse
             perm = torch.randperm(L, generator=g)
         perm = perm.to(device)
         pe = ref.sinusoidal_positional_encoding(max_len, E).to(device, dtype)  # (max_len, E)
-        rtol, atol = TOLERANCES[dtype]
-        where = f"x of shape {tuple(x.shape)}, {str(dtype).removeprefix('torch.')}, {device.type}"
-        for table, is_causal in ((None, False), (pe, False), (None, True), (pe, True)):
+        agree = functools.partial(_agree, dtype=dtype)
+        where = f"x of shape {tuple(x.shape)}, {label(dtype, device)}"
+        configs = ((None, False), (pe, False), (None, True), (pe, True))
+        gaps = []
+        for table, is_causal in configs:
             args = f"pe={'None' if table is None else f'({max_len}, {E})'}, is_causal={is_causal}"
             what = f"permutation_equivariance_gap({where}, {args})"
-            gap = _as_number(calling(what, fn, x, perm, table, is_causal), what)
+            try:
+                gap = _as_number(calling(what, fn, x, perm, table, is_causal), what)
+            except CheckFailed as failed:
+                raise CheckFailed(f"{str(failed).rstrip('.')}. Permute the tokens along the "
+                                  "sequence axis, dimension -2, for any number of leading "
+                                  "dimensions: x[..., perm, :].") from None
             if not math.isfinite(gap) or gap < 0:
                 raise CheckFailed(f"{what}: the gap is a largest absolute difference: finite and "
                                   ">= 0.")
-            expected = ref.permutation_equivariance_gap(x, perm, table, is_causal)
-            if abs(gap - expected) <= 10 * atol + 10 * rtol * expected:
+            gaps.append((what, gap))
+        for (what, gap), (table, is_causal) in zip(gaps, configs, strict=True):
+            if agree(gap, ref.permutation_equivariance_gap(x, perm, table, is_causal)):
                 continue
             if table is None and not is_causal:
                 hint = (" Without positions, self-attention is permutation-equivariant, so the "
                         "gap must be about 0 (rounding).")
             else:
                 hint = ""
-            for message, wrong in _gap_variants(x, perm, table, is_causal):
-                if abs(gap - wrong) <= 10 * atol + 10 * rtol * wrong:
+            # a mistake is named when it gives the student's gap in all four settings
+            for mistake, message in _GAP_MISTAKES:
+                if all(agree(g, mistake(x, perm, t, c)) for (_, g), (t, c) in zip(gaps, configs,
+                                                                                 strict=True)):
                     raise CheckFailed(f"{what}: {message}.{hint}")
             raise CheckFailed(
                 f"{what}: the gap differs from the reference's.{hint} Check the axis you "
@@ -429,7 +480,7 @@ def check_permutation_equivariance_gap(fn: Subject) -> None:
 
     # a permutation that swaps the first and the last token only ("dog bites man")
     for device in check_devices():
-        x = torch.randn(2, 3, 8, generator=torch.Generator().manual_seed(9)).to(device)
+        x = draw((2, 3, 8), 9, device)
         swap = torch.tensor([2, 1, 0], device=device)
         what = f"permutation_equivariance_gap(x of shape (2, 3, 8), perm=[2, 1, 0], {device.type})"
         gap = _as_number(calling(what, fn, x, swap), what)

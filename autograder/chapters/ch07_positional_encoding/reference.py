@@ -2,10 +2,11 @@
 
 What the chapter's exercise asks for, in the form its instructions fix:
 
-- :func:`sinusoidal_positional_encoding`: the table of Vaswani et al. (2017), section 3.5, in the
-  paper's interleaved layout (even columns sines, odd columns cosines). An odd width is allowed:
-  the formula still defines every column, and the last one, being even, is a sine with no cosine
-  beside it.
+- :func:`sinusoidal_positional_encoding`: the encoding of Vaswani et al. (2017), section 3.5, in
+  the paper's interleaved layout (even columns sines, odd columns cosines), for the positions
+  0..n-1 (a table) or for any tensor of positions (a batch of position ids, positions that
+  continue a prefix). An odd width is allowed: the formula still defines every column, and the
+  last one, being even, is a sine with no cosine beside it.
 - :class:`PositionalEncoding`: adds the table's first L rows to a (..., L, E) input, then applies
   dropout. The table is a registered buffer called ``pe`` of shape (max_len, E), so it moves with
   ``.to()`` and never receives a gradient. It does **not** multiply its input by sqrt(E): that is
@@ -34,30 +35,41 @@ BASE = 10000.0
 
 
 def sinusoidal_positional_encoding(
-    max_len: int,
+    positions: int | torch.Tensor,
     embed_dim: int,
     *,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """The sinusoidal table PE of shape (max_len, embed_dim), for positions 0, ..., max_len - 1.
+    """PE of the positions 0, ..., n - 1 (`positions` an int n): (n, embed_dim); or PE of every
+    entry of a tensor of integer positions of shape (...): (..., embed_dim).
 
     PE[p, 2i] = sin(p * w_i) and PE[p, 2i + 1] = cos(p * w_i), with w_i = 10000 ** (-2i / E).
-    Computed in float64 and returned in `dtype` on `device`, so that a float32 table is as
-    accurate as float32 allows even for long tables. With an odd E the last column, E - 1, is a
-    sine (of frequency 10000 ** (-(E - 1) / E)) with no cosine partner.
+    Computed in float64 and returned in `dtype`, so that a float32 table is as accurate as
+    float32 allows even for large positions; on `device`, by default the CPU for an int and the
+    positions' device for a tensor. With an odd E the last column, E - 1, is a sine (of frequency
+    10000 ** (-(E - 1) / E)) with no cosine partner.
 
     Example: sinusoidal_positional_encoding(2, 4) -> [[0, 1, 0, 1],
                                                      [sin 1, cos 1, sin 0.01, cos 0.01]]
+             sinusoidal_positional_encoding(torch.tensor([[1], [0]]), 4).shape -> (2, 1, 4)
     """
-    if max_len < 0 or embed_dim < 1:
-        raise ValueError(f"need max_len >= 0 and embed_dim >= 1, got {max_len}, {embed_dim}")
-    position = torch.arange(max_len, dtype=torch.float64, device=device)[:, None]  # (max_len, 1)
+    if embed_dim < 1:
+        raise ValueError(f"need embed_dim >= 1, got {embed_dim}")
+    if isinstance(positions, torch.Tensor):
+        if positions.is_floating_point() or positions.is_complex():
+            raise ValueError(f"positions must be integers, not {positions.dtype}")
+        device = positions.device if device is None else device
+        position = positions.to(device=device, dtype=torch.float64)  # (...)
+    else:
+        if positions < 0:
+            raise ValueError(f"need a number of positions >= 0, got {positions}")
+        position = torch.arange(positions, dtype=torch.float64, device=device)  # (n,)
     even = torch.arange(0, embed_dim, 2, dtype=torch.float64, device=device)  # (ceil(E/2),)
-    angles = position * BASE ** (-even / embed_dim)  # (max_len, ceil(E/2))
-    pe = torch.empty(max_len, embed_dim, dtype=torch.float64, device=device)  # (max_len, E)
-    pe[:, 0::2] = torch.sin(angles)
-    pe[:, 1::2] = torch.cos(angles[:, : embed_dim // 2])
+    angles = position[..., None] * BASE ** (-even / embed_dim)  # (..., ceil(E/2))
+    pe = angles.new_empty(*position.shape, embed_dim)  # (..., E)
+    pe[..., 0::2] = torch.sin(angles)
+    pe[..., 1::2] = torch.cos(angles[..., : embed_dim // 2])
     return pe.to(dtype)
 
 

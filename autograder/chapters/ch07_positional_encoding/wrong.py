@@ -1,11 +1,12 @@
 """Known-wrong implementations for chapter 7: the mistakes the checks must catch.
 
 Each entry is a plausible student mistake. ``tests/test_chapter_contract.py`` runs every check on
-every entry and requires its part's check to fail (and every other part's to pass, with the
-mistake in the student's namespace), so a check that grows lax, or one that charges a mistake to
-the wrong part, is noticed.
+every entry and requires a check of its name to fail with a message that holds the entry's phrase
+(and every other name's checks to pass, with the mistake in the student's namespace), so a check
+that grows lax, or one that charges a mistake to the wrong part, is noticed. The checks also use
+these implementations to name the mistake a student made.
 
-``WRONG`` maps the name the student defines to {mistake: implementation}.
+``WRONG`` maps the name the student defines to {mistake: Mistake(implementation, phrase)}.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from autograder.chapters import Mistake
 
 from . import reference as ref
 
@@ -103,9 +106,26 @@ def pe_cos_own_frequency(max_len, embed_dim):
     return pe
 
 
+def pe_positions_ignored(positions, embed_dim):
+    """Right for an int; for a tensor of positions, the positions 0..n-1 whatever their values."""
+    if isinstance(positions, torch.Tensor):
+        table = ref.sinusoidal_positional_encoding(positions.numel(), embed_dim)
+        return table.reshape(*positions.shape, embed_dim).to(positions.device)
+    return ref.sinusoidal_positional_encoding(positions, embed_dim)
+
+
+def pe_positions_flattened(positions, embed_dim):
+    """Right values for a tensor of positions, but flattened: (n, E) instead of (..., E)."""
+    if isinstance(positions, torch.Tensor):
+        return ref.sinusoidal_positional_encoding(positions.reshape(-1), embed_dim)
+    return ref.sinusoidal_positional_encoding(positions, embed_dim)
+
+
 # --- PositionalEncoding -----------------------------------------------------------------------
 # Built, like a student's, from the name sinusoidal_positional_encoding of the namespace they run
 # in (the reference's here; the student's own in a notebook, or the grader's stand-in).
+
+sinusoidal_positional_encoding = ref.sinusoidal_positional_encoding
 
 
 class PEParameter(ref.PositionalEncoding):
@@ -174,6 +194,22 @@ class PEScalesBySqrtE(ref.PositionalEncoding):
         return self.dropout(x * math.sqrt(x.size(-1)) + self.pe[: x.size(-2)])
 
 
+class PESubtracts(ref.PositionalEncoding):
+    def forward(self, x):
+        if x.size(-2) > self.pe.size(0):
+            raise ValueError("sequence longer than max_len")
+        return self.dropout(x - self.pe[: x.size(-2)])
+
+
+class PENotAdded(ref.PositionalEncoding):
+    """Builds the table and forgets to add it."""
+
+    def forward(self, x):
+        if x.size(-2) > self.pe.size(0):
+            raise ValueError("sequence longer than max_len")
+        return self.dropout(x)
+
+
 class PESequenceFirst(ref.PositionalEncoding):
     """Reads x as (L, B, E), as the PyTorch tutorial's module does."""
 
@@ -235,43 +271,39 @@ def gap_ignores_pe(x, perm, pe=None, is_causal=False):
 
 WRONG = {
     "sinusoidal_positional_encoding": {
-        f.__name__: f
-        for f in (
-            pe_sin_cos_swapped,
-            pe_concatenated,
-            pe_exponent_doubled,
-            pe_exponent_halved,
-            pe_positions_from_one,
-            pe_odd_width_crashes,
-            pe_odd_width_truncated,
-            pe_numpy_float64,
-            pe_cos_own_frequency,
-        )
+        "sines and cosines swapped": Mistake(pe_sin_cos_swapped, "swapped"),
+        "sines, then cosines": Mistake(pe_concatenated, "two halves"),
+        "exponent doubled": Mistake(pe_exponent_doubled, "wrong frequency"),
+        "exponent halved": Mistake(pe_exponent_halved, "wrong frequency"),
+        "positions from 1": Mistake(pe_positions_from_one, "start at 0"),
+        "an odd width crashes": Mistake(pe_odd_width_crashes, "E is odd"),
+        "an odd width truncated": Mistake(pe_odd_width_truncated, "E is odd"),
+        "NumPy, float64": Mistake(pe_numpy_float64, "float32"),
+        "each cosine its own frequency": Mistake(pe_cos_own_frequency, "relative-offset"),
+        "the positions' values ignored": Mistake(pe_positions_ignored, "values of the positions"),
+        "the positions' shape lost": Mistake(pe_positions_flattened, "(..., embed_dim)"),
     },
     "PositionalEncoding": {
-        c.__name__: c
-        for c in (
-            PEParameter,
-            PEPlainAttribute,
-            PENotSliced,
-            PENoLengthCheck,
-            PEDropoutBeforeAdding,
-            PENoDropout,
-            PEDropoutAlwaysOn,
-            PEScalesBySqrtE,
-            PESequenceFirst,
-        )
+        "pe an nn.Parameter": Mistake(PEParameter, "nn.Parameter"),
+        "pe a plain attribute": Mistake(PEPlainAttribute, "buffer called pe"),
+        "the whole table added": Mistake(PENotSliced, "first L rows"),
+        "no ValueError beyond max_len": Mistake(PENoLengthCheck, "ValueError"),
+        "dropout before adding": Mistake(PEDropoutBeforeAdding, "on the sum"),
+        "no dropout": Mistake(PENoDropout, "nothing is dropped"),
+        "dropout in eval mode too": Mistake(PEDropoutAlwaysOn, "eval mode"),
+        "x scaled by sqrt(E)": Mistake(PEScalesBySqrtE, "sqrt(E)"),
+        "the table subtracted": Mistake(PESubtracts, "subtracted"),
+        "the table not added": Mistake(PENotAdded, "not added"),
+        "sequence first": Mistake(PESequenceFirst, "sequence first"),
     },
     "permutation_equivariance_gap": {
-        f.__name__: f
-        for f in (
-            gap_invariance,
-            gap_inverse_permutation,
-            gap_positions_move_with_tokens,
-            gap_ignores_is_causal,
-            gap_permutes_first_axis,
-            gap_mean,
-            gap_ignores_pe,
-        )
+        "invariance": Mistake(gap_invariance, "equivariance, not invariance"),
+        "the inverse permutation": Mistake(gap_inverse_permutation, "inverse permutation"),
+        "positions move with the tokens": Mistake(gap_positions_move_with_tokens,
+                                                  "stay in place"),
+        "is_causal ignored": Mistake(gap_ignores_is_causal, "is_causal is ignored"),
+        "the batch axis permuted": Mistake(gap_permutes_first_axis, "sequence"),
+        "the mean": Mistake(gap_mean, "the max"),
+        "pe ignored": Mistake(gap_ignores_pe, "stay in place"),
     },
 }
