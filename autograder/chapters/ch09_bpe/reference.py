@@ -199,9 +199,9 @@ def train_incremental(text: str, vocab_size: int) -> dict[tuple[int, int], int]:
 class BPETokenizer:
     """Byte-level BPE: 256 byte tokens, then one token per learned merge.
 
-    ``BPETokenizer()`` has learned nothing; ``BPETokenizer(merges)`` encodes and decodes with
-    `merges` as if it had learned them (the checks of encoding and decoding give it merges this
-    way, so that a mistake in training costs training only).
+    ``BPETokenizer()`` has learned nothing. ``BPETokenizer(merges)``, which the exercise does not
+    ask for, encodes and decodes with `merges` as if it had learned them: the checks use it to
+    compute what a student's tokenizer should give with the merges its own training learned.
 
     Attributes:
         merges: {(a, b): new id}, in the order learned; new ids are 256, 257, ...

@@ -110,7 +110,8 @@ merge = merge_into_output
 class WeightedLazyBytes:
     """Distinct pieces weighted by a Counter; ties by max with negated ids; encoding that runs
     through the whole list of merges once, in order (the page shows it is the same); decoding
-    that finds each id's bytes from its halves on demand, with no table built in advance."""
+    that finds each id's bytes from its halves on demand, with no table built in advance; an
+    optional constructor argument of its own (merges to start from)."""
 
     def __init__(self, merges=None):
         self.merges = dict(merges) if merges else {}
@@ -164,11 +165,9 @@ class ListVocab:
     a list as the table from ids to bytes, encoding with ranks in a `while True` loop, decoding
     through a bytearray."""
 
-    def __init__(self, merges=None):
+    def __init__(self):
         self.merges = {}
         self.table = [bytes([b]) for b in range(256)]
-        for pair, new_id in sorted((merges or {}).items(), key=lambda item: item[1]):
-            self._learn(pair, new_id)
 
     def _learn(self, pair, new_id):
         self.merges[pair] = new_id
@@ -216,10 +215,10 @@ class MinbpeStyle:
     arguments to add up the pieces' counts, a compiled pattern and a special-tokens dict kept as
     attributes, the vocabulary rebuilt from the merges, the smallest pair among equal counts."""
 
-    def __init__(self, merges=None):
+    def __init__(self):
         self.pattern = re.compile(SPLIT_PATTERN)
         self.special_tokens = {}
-        self.merges = dict(merges or {})
+        self.merges = {}
         self.vocab = self._build_vocab()
 
     def _build_vocab(self):

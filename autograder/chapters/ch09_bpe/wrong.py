@@ -273,11 +273,11 @@ class KeepsOldMerges(_Naive):
         self._use(self.merges)
 
 
-class IgnoresGivenMerges(ref.BPETokenizer):
-    """BPETokenizer(merges) drops the merges it is given: it encodes into bytes."""
+class EncodesBytesOnly(ref.BPETokenizer):
+    """encode never applies the merges: bytes in, bytes out."""
 
-    def __init__(self, merges=None):
-        super().__init__()
+    def encode(self, text):
+        return list(text.encode("utf-8"))
 
 
 class DistinctPiecesUnweighted(_Naive):
@@ -334,6 +334,6 @@ WRONG = {
         "one merge too many": Mistake(OneMergeTooMany, "merges were learned, expected"),
         "one merge too few": Mistake(OneMergeTooFew, "merges were learned, expected"),
         "training again keeps the old merges": Mistake(KeepsOldMerges, "replaces"),
-        "the merges given are ignored": Mistake(IgnoresGivenMerges, "the merges it is given"),
+        "encode applies no merge": Mistake(EncodesBytesOnly, "applies the merges"),
     },
 }
