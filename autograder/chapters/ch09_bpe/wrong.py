@@ -247,17 +247,7 @@ class CodePoints(_Naive):
     def pieces(self, text):
         return [[ord(c) for c in p] for p in re.findall(ref.SPLIT_PATTERN, text)]
 
-    def encode(self, text):
-        out = []
-        for ids in self.pieces(text):
-            while len(ids) >= 2:
-                pairs = zip(ids, ids[1:], strict=False)
-                pair = min(pairs, key=lambda p: self.merges.get(p, float("inf")))
-                if pair not in self.merges:
-                    break
-                ids = merge(ids, pair, self.merges[pair])
-            out += ids
-        return out
+    encode = AcrossWordBoundaries.encode  # over this class's pieces
 
 
 class KeepsOldMerges(_Naive):
