@@ -23,9 +23,12 @@ DEVICES = [
 ]
 
 
-def judge_with_mistake(slug: str, mistake: str, part_seconds: int = 120) -> dict:
+def judge_with_mistake(
+    slug: str, mistake: str, part_seconds: int = 120, grade_ids: set[str] | None = None
+) -> dict:
     """Run the chapter's setup and solution cells, then `mistake` (code that redefines one part
-    wrongly), in the sandbox, and judge every part: {grade id: (passed, message)}."""
+    wrongly), in the sandbox, and judge every part (or those in `grade_ids`):
+    {grade id: (passed, message)}."""
     from autograder.chapters import load
     from autograder.engine.judge import Options, judge_notebook
 
@@ -38,9 +41,8 @@ def judge_with_mistake(slug: str, mistake: str, part_seconds: int = 120) -> dict
             lines = [ln for ln in cell.source.split("\n") if ln.strip() not in SOLUTION_MARKERS]
             cells.append((len(cells), "\n".join(lines)))
     cells.append((len(cells), mistake))
-    run = judge_notebook(
-        cells, chapter.parts, Options(part_seconds=part_seconds, hidden=(str(REPO),))
-    )
+    parts = [p for p in chapter.parts if grade_ids is None or p.grade_id in grade_ids]
+    run = judge_notebook(cells, parts, Options(part_seconds=part_seconds, hidden=(str(REPO),)))
     return {v.grade_id: (v.passed, v.message) for v in run.verdicts}
 
 

@@ -16,7 +16,7 @@ from autograder.chapters.ch08_masking import checks, wrong
 from autograder.chapters.ch08_masking import reference as ref
 from autograder.toolkit import TOLERANCES, CheckFailed
 
-from chapter_helpers import DEVICES
+from chapter_helpers import DEVICES, failing_cells, judge_with_mistake
 
 DTYPES = [torch.float32, torch.float64]
 
@@ -284,16 +284,8 @@ _CELLS = {
 def test_a_mistake_in_one_block_costs_that_blocks_cell_only(mistake, cells):
     """The whole layer is judged through the student's own blocks: a block's mistake is charged
     to the block's cell, a wiring mistake to the layer's; wrong names (no weights load) to all."""
-    from autograder.chapters import load
-
     impl = wrong.WRONG["DecoderLayer"][mistake].impl
-    failed = set()
-    for part in load("ch08_masking").parts_of("DecoderLayer"):
-        try:
-            part.check(impl)
-        except CheckFailed:
-            failed.add(part.grade_id)
-    assert failed == {_CELLS[c] for c in cells}
+    assert failing_cells("ch08_masking", "DecoderLayer", impl) == {_CELLS[c] for c in cells}
 
 
 def test_the_notes_recipe_leaks_the_future_and_masking_first_does_not():
@@ -338,8 +330,6 @@ class DecoderLayer(DecoderLayer):
 @pytest.mark.xdist_group("engine")
 def test_in_the_sandbox_a_wrong_self_attention_block_costs_its_cell_only():
     """Through the sandbox: the whole layer's check calls the student's own blocks there."""
-    from chapter_helpers import judge_with_mistake
-
     verdicts = judge_with_mistake("ch08_masking", _SA_BLOCK_FLIPPED)
     failed = {gid for gid, (passed, _) in verdicts.items() if not passed}
     assert failed == {"decoder_self_attention_tests"}, verdicts

@@ -23,7 +23,7 @@ from autograder.chapters.ch09_bpe import checks, right, wrong
 from autograder.chapters.ch09_bpe import reference as ref
 from autograder.toolkit import CheckFailed
 
-from chapter_helpers import judge_with_mistake
+from chapter_helpers import failing_cells, judge_with_mistake
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -325,6 +325,21 @@ def test_the_ties_check_trains_on_single_pieces_whose_first_merges_a_tie_decides
         assert list(tok.merges)[:decided] == list(ref.train_naive(text, size))[:decided]
 
 
+@pytest.mark.parametrize(
+    ("mistake", "failing"),
+    [
+        ("ties to the first pair counted", {"bpe_ties_tests"}),
+        ("distinct pieces unweighted", {"bpe_train_tests"}),
+        ("merges applied in count order", {"bpe_encode_tests"}),
+        ("decoding drops bytes (token by token)", {"bpe_decode_tests"}),
+    ],
+)
+def test_a_mistake_costs_the_behaviour_it_breaks(mistake, failing):
+    """A wrong tie-break costs the ties' cell only (issue 19: it used to cost all of Part 3)."""
+    impl = wrong.WRONG["BPETokenizer"][mistake].impl
+    assert failing_cells("ch09_bpe", "BPETokenizer", impl) == failing
+
+
 def test_a_class_that_does_not_call_the_parts_by_name_is_judged_on_its_own():
     """The stand-ins reach only names the class looks up; a self-contained class passes too."""
 
@@ -372,10 +387,16 @@ def test_a_minbpe_tokenizer_keeps_part_3_when_its_two_argument_counting_fails_pa
 @pytest.mark.xdist_group("engine")
 def test_in_the_sandbox_a_minbpe_tokenizer_loses_only_part_1():
     """Through the sandbox: the judge's get_pair_counts stands in for the failing one, takes the
-    tokenizer's two-argument call and returns the updated counts."""
-    verdicts = judge_with_mistake("ch09_bpe", _MINBPE_WRONG_COUNTS + _minbpe_tokenizer_source())
+    tokenizer's two-argument call and returns the updated counts. (Training is where the
+    tokenizer counts with two arguments; encoding and decoding, which make thousands of calls to
+    the stand-in, are left to the in-process test above.)"""
+    verdicts = judge_with_mistake(
+        "ch09_bpe",
+        _MINBPE_WRONG_COUNTS + _minbpe_tokenizer_source(),
+        grade_ids={"get_pair_counts_tests", "bpe_train_tests", "bpe_ties_tests"},
+    )
     failed = {gid for gid, (passed, _) in verdicts.items() if not passed}
-    assert failed == {"get_pair_counts_tests"}, verdicts
+    assert failed == {"get_pair_counts_tests"} and len(verdicts) == 3, verdicts
 
 
 # --------------------------------------------------------------------------------------------
