@@ -62,3 +62,39 @@ def failing_cells(slug: str, name: str, impl) -> set[str]:
         except CheckFailed:
             failed.add(part.grade_id)
     return failed
+
+
+def visible_failures(slug: str, replacements: dict) -> dict[str, str | None]:
+    """The solution notebook's setup and answer cells run in one namespace, `replacements`
+    ({name: object}) put in it, then every visible-tests cell in order: {cell id: the message of
+    its first failed assert (or "<Type>: message" for another exception), None if it passed}."""
+    import contextlib
+    import io
+
+    from autograder.chapters import without_markers
+
+    nb = nbformat.read(REPO / "solutions" / slug / f"{slug}.ipynb", as_version=4)
+    namespace: dict = {"__name__": "__main__"}
+    visible = []
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type != "code" or meta.get("grade"):
+            continue
+        if "visible-tests" in cell.metadata.get("tags", []):
+            visible.append(cell)
+        elif meta.get("solution") or meta.get("locked"):
+            with contextlib.redirect_stdout(io.StringIO()):
+                exec(compile(without_markers(cell.source), cell.id, "exec"), namespace)
+    namespace.update(replacements)
+    results: dict[str, str | None] = {}
+    for cell in visible:
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                exec(compile(cell.source, cell.id, "exec"), namespace)
+        except AssertionError as exc:
+            results[cell.id] = str(exc)
+        except Exception as exc:  # a visible test that breaks instead of saying what is wrong
+            results[cell.id] = f"{type(exc).__name__}: {exc}"
+        else:
+            results[cell.id] = None
+    return results
