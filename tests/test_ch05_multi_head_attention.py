@@ -5,17 +5,17 @@ What every chapter must meet (the reference passes its checks, each known mistak
 and only its part, ...) is in test_chapter_contract.py.
 """
 
-import warnings
-
 import pytest
 import torch
 from torch import nn
 
-from autograder.chapters.ch05_multi_head_attention import checks, wrong
+from autograder.chapters.ch05_multi_head_attention import checks, right, wrong
 from autograder.chapters.ch05_multi_head_attention import reference as ref
 from autograder.toolkit import TOLERANCES, CheckFailed
 
-from chapter_helpers import DEVICES
+from chapter_helpers import DEVICES, visible_failures
+
+SLUG = "ch05_multi_head_attention"
 
 
 def draw(B, L, S, E, seed, dtype, device):
@@ -113,15 +113,22 @@ def test_fully_masked_query_gives_zeros_not_nan_with_finite_gradients():
     assert t_w[1].isnan().all()
 
 
-def test_split_and_merge_are_inverse_and_match_torch_head_layout():
-    x = torch.randn(2, 5, 12)  # (B, L, E)
-    heads = ref.split_heads(x, 3)  # (B, H, L, D)
-    assert heads.shape == (2, 3, 5, 4)
-    assert torch.equal(heads[:, 1], x[:, :, 4:8])
-    assert torch.equal(ref.merge_heads(heads), x)
+@pytest.mark.parametrize(
+    "shape, heads", [((5, 12), 3), ((2, 5, 12), 3), ((2, 3, 5, 12), 4), ((1, 1, 2, 3, 8), 2)]
+)
+def test_split_and_merge_are_inverse_for_any_leading_dimensions(shape, heads):
+    x = torch.randn(*shape)  # (..., L, E)
+    D = shape[-1] // heads
+    split = ref.split_heads(x, heads)  # (..., H, L, D)
+    assert split.shape == (*shape[:-2], heads, shape[-2], D)
+    assert torch.equal(split[..., 1, :, :], x[..., D : 2 * D])  # torch's contiguous head layout
+    assert torch.equal(ref.merge_heads(split), x)
     with pytest.raises(ValueError):
         ref.split_heads(x, 5)
-    with pytest.raises(ValueError):
+
+
+def test_multi_head_attention_needs_heads_that_divide_the_width():
+    with pytest.raises(ValueError, match="divisible"):
         ref.MultiHeadAttention(10, 3)
 
 
@@ -134,11 +141,9 @@ def test_parameter_count_equals_one_wide_head():
     assert count[0] == count[1] == count[2] == 4 * (512 * 512 + 512)
 
 
-def test_the_missing_transpose_runs_silently_and_the_property_catches_it():
-    """The bug the chapter measures: no error in self-attention, caught by the locality check
-    before any value is compared."""
-    with pytest.raises(CheckFailed, match="across heads, not across positions"):
-        checks.check_multi_head_attention(wrong.MHAMissingTranspose)
+def test_the_missing_transpose_runs_silently_and_no_position_sees_another():
+    """The bug the chapter measures: no error in self-attention, and each position's output
+    depends on that position alone (so a changed later token, or a permutation, cannot catch it)."""
     torch.manual_seed(0)
     layer = wrong.MHAMissingTranspose(16, 4)
     x = torch.randn(2, 5, 16)
@@ -146,26 +151,62 @@ def test_the_missing_transpose_runs_silently_and_the_property_catches_it():
     changed = x.clone()
     changed[:, 0] += 1.0
     after, _ = layer(changed, changed, changed, need_weights=False)
-    torch.testing.assert_close(after[:, 1:], out[:, 1:])  # no position sees another
+    torch.testing.assert_close(after[:, 1:], out[:, 1:])
+    perm = torch.randperm(5)
+    permuted, _ = layer(x[:, perm], x[:, perm], x[:, perm], need_weights=False)
+    torch.testing.assert_close(permuted, out[:, perm])
+
+
+class _SelfOnly(ref.MultiHeadAttention):
+    """Each query attends to its own position only: local like the missing transpose, but another
+    computation, so the message must not claim the student's code is that bug."""
+
+    def forward(self, query, key, value, key_padding_mask=None, attn_mask=None,
+                need_weights=True, average_attn_weights=True):  # fmt: skip
+        L = query.size(1)
+        own = torch.eye(L, dtype=torch.bool, device=query.device)  # (L, L)
+        return super().forward(query, key, value, key_padding_mask, own, need_weights,
+                               average_attn_weights)  # fmt: skip
+
+
+def test_a_layer_that_sees_no_other_position_is_named_only_when_it_is_the_missing_transpose():
+    with pytest.raises(CheckFailed) as caught:
+        checks.check_mha_forward(_SelfOnly)
+    assert "no query looked at the changed token" in str(caught.value)
+    assert "never transposed" not in str(caught.value)
+    with pytest.raises(CheckFailed, match="never transposed"):
+        checks.check_mha_forward(wrong.MHAMissingTranspose)
+
+
+def test_split_messages_describe_the_code_that_was_written():
+    """Issue 19: x.view(B, H, L, D) was told it was x.view(B, L, H, D) (the example had L = H)."""
+    with pytest.raises(CheckFailed) as caught:
+        checks.check_split_heads(wrong.split_view_heads_first)
+    assert "reshaped straight to" in str(caught.value)
+    assert "viewed as (..., L, H, D)" not in str(caught.value)
+    failures = visible_failures(SLUG, {"split_heads": wrong.split_view_heads_first})
+    assert "reshaped straight to (B, H, L, D)" in failures["split_heads_visible_tests"]
+    failures = visible_failures(SLUG, {"split_heads": wrong.split_no_transpose})
+    assert "viewed as (B, L, H, D)" in failures["split_heads_visible_tests"]
 
 
 @pytest.mark.parametrize(
-    "mistake, words",
+    "name, mistake, part",
     [
-        ("MHAScaleByE", "sqrt(E)"),
-        ("MHATorchPaddingPolarity", "key_padding_mask is used the wrong way round"),
-        ("MHAFlippedAttnMask", "attn_mask is used the wrong way round"),
-        ("MHASummedWeights", "do not sum to 1"),
-        ("MHANanWhenFullyMasked", "NaN"),
+        ("split_heads", wrong.split_view_heads_first, 1),
+        ("split_heads", wrong.split_interleaved, 1),
+        ("merge_heads", wrong.merge_no_transpose, 2),
+        ("merge_heads", wrong.merge_view_after_transpose, 2),
     ],
 )
-def test_mha_messages_name_the_property(mistake, words):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with pytest.raises(CheckFailed, match=words.replace("(", r"\(").replace(")", r"\)")):
-            checks.check_multi_head_attention(wrong.WRONG["MultiHeadAttention"][mistake])
+def test_the_layers_visible_test_sends_an_earlier_mistake_to_its_part(name, mistake, part):
+    failures = visible_failures(SLUG, {name: mistake})
+    assert f"fix Part {part} first" in failures["multi_head_attention_visible_tests"]
 
 
-def test_split_message_names_the_missing_transpose():
-    with pytest.raises(CheckFailed, match="transpose L and H"):
-        checks.check_split_heads(wrong.split_no_transpose)
+def test_the_solution_passes_every_visible_test_and_the_right_bank_too():
+    assert not any(visible_failures(SLUG, {}).values())
+    for name, variants in right.RIGHT.items():
+        for variant in variants.values():
+            failures = visible_failures(SLUG, {name: variant})
+            assert not any(failures.values()), (name, variant.__name__, failures)
