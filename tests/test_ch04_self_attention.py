@@ -10,11 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from autograder.chapters.ch04_self_attention import checks
+from autograder.chapters.ch04_self_attention import checks, right, wrong
 from autograder.chapters.ch04_self_attention import reference as ref
 from autograder.toolkit import TOLERANCES, CheckFailed
 
-from chapter_helpers import DEVICES
+from chapter_helpers import DEVICES, visible_failures
+
+SLUG = "ch04_self_attention"
 
 
 def draw(batch, L, S, E, Ev, seed, dtype, device):
@@ -168,19 +170,100 @@ def test_measured_variance_grows_like_d_k_and_scaling_removes_it():
     assert torch.equal(unscaled, ref.measure_score_variance(d_ks, n_samples=20_000, seed=0))
 
 
-def test_torch_builtin_passes_the_sdpa_check():
-    def builtin(query, key, value, attn_mask=None, is_causal=False, scale=None):
+def test_torch_builtin_passes_the_sdpa_checks():
+    def builtin(query, key, value, attn_mask=None, is_causal=False, scale=None, enable_gqa=False):
         return F.scaled_dot_product_attention(
-            query, key, value, attn_mask=attn_mask, is_causal=is_causal, scale=scale
-        )
+            query, key, value, attn_mask=attn_mask, is_causal=is_causal, scale=scale,
+            enable_gqa=enable_gqa,
+        )  # fmt: skip
 
     checks.check_scaled_dot_product_attention(builtin)
+    checks.check_scaled_dot_product_attention_gqa(builtin)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "batch, Hq, Hkv", [((), 4, 2), ((2,), 6, 3), ((2,), 8, 1), ((1, 2), 4, 4), ((3,), 6, 2)]
+)
+@pytest.mark.parametrize("mask_kind", ["none", "bool", "float", "causal"])
+def test_grouped_query_reference_matches_torch(batch, Hq, Hkv, dtype, device, mask_kind):
+    g = torch.Generator().manual_seed(Hq * 10 + Hkv)
+    q = torch.randn(*batch, Hq, 5, 8, generator=g).to(device=device, dtype=dtype)
+    k = torch.randn(*batch, Hkv, 7, 8, generator=g).to(device=device, dtype=dtype)
+    v = torch.randn(*batch, Hkv, 7, 3, generator=g).to(device=device, dtype=dtype)
+    kwargs = {}
+    allowed = torch.rand(5, 7, generator=g) < 0.6
+    allowed[:, 0] = True
+    if mask_kind == "bool":
+        kwargs["attn_mask"] = allowed.to(device)
+    elif mask_kind == "float":
+        additive = torch.zeros(5, 7).masked_fill(~allowed, float("-inf"))
+        kwargs["attn_mask"] = additive.to(device, dtype)
+    elif mask_kind == "causal":
+        kwargs["is_causal"] = True
+    ours = ref.scaled_dot_product_attention(q, k, v, enable_gqa=True, **kwargs)
+    theirs = F.scaled_dot_product_attention(q, k, v, enable_gqa=True, **kwargs)
+    assert ours.shape == (*batch, Hq, 5, 3)
+    rtol, atol = TOLERANCES[dtype]
+    torch.testing.assert_close(ours, theirs, rtol=rtol, atol=atol)
+    # consecutive query heads share a key/value head: head h reads head h // (Hq / Hkv)
+    head = Hq - 1
+    alone = ref.scaled_dot_product_attention(
+        q[..., head, :, :], k[..., head // (Hq // Hkv), :, :], v[..., head // (Hq // Hkv), :, :],
+        **kwargs,
+    )  # fmt: skip
+    torch.testing.assert_close(ours[..., head, :, :], alone, rtol=rtol, atol=atol)
+
+
+def test_grouped_query_heads_that_do_not_divide_are_an_error():
+    with pytest.raises(ValueError, match="must divide"):
+        ref.attention_scores(torch.ones(6, 2, 4), torch.ones(4, 2, 4), enable_gqa=True)
+    with pytest.raises(ValueError, match="head dimension"):
+        ref.attention_scores(torch.ones(2, 4), torch.ones(2, 4), enable_gqa=True)
+
+
+@pytest.mark.parametrize(
+    "name, mistake, cell, part",
+    [
+        ("attention_scores", wrong.scores_gqa_tiled, "attention_weights_visible_tests", 1),
+        ("attention_scores", wrong.scores_ignores_scale, "attention_weights_visible_tests", 1),
+        ("attention_weights", wrong.weights_flipped_polarity, "sdpa_visible_tests", 2),
+        ("attention_weights", wrong.weights_drops_gqa, "sdpa_visible_tests", 2),
+        ("scaled_dot_product_attention", wrong.sdpa_cpu_only, "self_attention_visible_tests", 3),
+        (
+            "scaled_dot_product_attention",
+            wrong.WRONG["scaled_dot_product_attention"]["sdpa_causal_off_by_one"].impl,
+            "self_attention_visible_tests",
+            3,
+        ),
+    ],
+)
+def test_a_later_parts_visible_test_sends_an_earlier_mistake_to_its_part(name, mistake, cell, part):
+    assert f"fix Part {part} first" in visible_failures(SLUG, {name: mistake})[cell]
+
+
+def test_the_solution_passes_every_visible_test_and_the_right_bank_too():
+    assert not any(visible_failures(SLUG, {}).values())
+    for name, variants in right.RIGHT.items():
+        for variant in variants.values():
+            failures = visible_failures(SLUG, {name: variant})
+            assert not any(failures.values()), (name, variant.__name__, failures)
+
+
+def test_the_visible_tests_tell_the_usual_head_pairing_from_the_right_one():
+    """repeat (0, 1, 0, 1) against repeat_interleave (0, 0, 1, 1): the promise the instructions
+    make about grouped-query heads, in the visible tests as in the hidden ones."""
+    failures = visible_failures(SLUG, {"attention_scores": wrong.scores_gqa_tiled})
+    assert "repeat_interleave" in failures["attention_scores_visible_tests"]
+    with pytest.raises(CheckFailed, match="repeat_interleave"):
+        checks.check_attention_scores_gqa(wrong.scores_gqa_tiled)
 
 
 def test_failing_check_does_not_print_hidden_values():
     seen = set()
 
-    def spy(query, key, scale=None):
+    def spy(query, key, scale=None, enable_gqa=False):
         seen.update(f"{x:.4f}" for x in query.flatten().tolist()[:20])
         return query @ key.transpose(-2, -1)  # unscaled: fails
 
@@ -190,7 +273,7 @@ def test_failing_check_does_not_print_hidden_values():
 
 
 def test_check_reports_an_exception_as_a_failure_naming_the_function():
-    def broken(query, key, scale=None):
+    def broken(query, key, scale=None, enable_gqa=False):
         raise NotImplementedError()
 
     with pytest.raises(CheckFailed, match="attention_scores.*raised NotImplementedError"):
@@ -208,11 +291,12 @@ def test_scale_default_is_inverse_sqrt_of_width():
     reason="LOUD SKIP: no CUDA device here; a CPU-only answer is only caught when grading on a GPU",
 )
 def test_cpu_only_answer_fails_when_the_checks_run_on_cuda():
-    def cpu_only(query, key, value, attn_mask=None, is_causal=False, scale=None):
+    def cpu_only(query, key, value, attn_mask=None, is_causal=False, scale=None, enable_gqa=False):
         mask = None if attn_mask is None else attn_mask.cpu()
         return ref.scaled_dot_product_attention(
-            query.cpu(), key.cpu(), value.cpu(), attn_mask=mask, is_causal=is_causal, scale=scale
-        )
+            query.cpu(), key.cpu(), value.cpu(), attn_mask=mask, is_causal=is_causal, scale=scale,
+            enable_gqa=enable_gqa,
+        )  # fmt: skip
 
     with pytest.raises(CheckFailed, match="on cpu but the inputs were on cuda"):
         checks.check_scaled_dot_product_attention(cpu_only)

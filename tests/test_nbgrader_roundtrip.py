@@ -10,7 +10,8 @@ Students (chapter 4's points are read from its source notebook):
 - correct: every solution cell filled in from the source notebook, and the written answer;
 - untouched: the release as it was handed out;
 - wrong: attention_weights takes its softmax in float32 (a common "for stability" habit, without
-  the cast back); the hidden checks' float64 cases catch it, and it costs that part only;
+  the cast back); the hidden checks' float64 cases catch it in each of the part's three graded
+  cells, and it costs that part only;
 - raises: the SelfAttention cell fails at import time; measure_score_variance raises when called;
 - deleted_cell: all correct, but the grade cell attention_weights_tests deleted.
 
@@ -57,9 +58,15 @@ TOTAL = sum(_CHAPTER.points().values())
 EXPECTED = {
     "correct": POINTS,
     "untouched": dict.fromkeys(POINTS, 0),
-    # attention_weights is wrong; scaled_dot_product_attention, built on it, is checked with the
-    # reference standing in for it, so the mistake costs one part.
-    "wrong": {**POINTS, "attention_weights_tests": 0},
+    # attention_weights is wrong (every one of its cells has float64 cases);
+    # scaled_dot_product_attention, built on it, is checked with the reference standing in for it,
+    # so the mistake costs one part.
+    "wrong": {
+        **POINTS,
+        "attention_weights_tests": 0,
+        "attention_weights_masks_tests": 0,
+        "attention_weights_fully_masked_tests": 0,
+    },
     "raises": {**POINTS, "self_attention_tests": 0, "score_variance_tests": 0},
     # add_missing_cells puts the deleted grade cell back, hidden tests included, and it is graded.
     "deleted_cell": POINTS,

@@ -5,6 +5,10 @@ a second matmul, with the whole (L, S) score matrix in memory. It mirrors the na
 arguments of ``torch.nn.functional.scaled_dot_product_attention`` so that one check can hold the
 student's function, the reference and torch's built-in side by side; it never calls that built-in.
 
+With ``enable_gqa=True`` (torch's grouped-query attention) the query has more heads than the key
+and the value, ``(..., Hq, L, E)`` against ``(..., Hkv, S, E)``: consecutive query heads share one
+key/value head, query head h reading head h // (Hq / Hkv), as ``repeat_interleave`` lays them out.
+
 Masks follow torch: a boolean ``attn_mask`` is True where attention is **allowed**; a float mask is
 added to the scores. Masked scores are filled with -inf before the softmax, and a row in which every
 key is masked attends to nothing: its weights, and its output, are zeros rather than NaN (as torch's
@@ -52,22 +56,49 @@ def _check_qk(query: torch.Tensor, key: torch.Tensor) -> None:
         )
 
 
+def repeat_kv(query: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+    """The key (or value) heads repeated to match the query's, for grouped-query attention.
+
+    query (..., Hq, L, E), kv (..., Hkv, S, Ev) with Hkv dividing Hq -> (..., Hq, S, Ev): head h is
+    kv head h // (Hq / Hkv), so consecutive query heads share a head, as torch's enable_gqa does.
+
+    Example: kv heads [a, b], 4 query heads -> [a, a, b, b]
+    """
+    if query.dim() < 3 or kv.dim() < 3:
+        raise ValueError(
+            "enable_gqa=True needs a head dimension: query (..., Hq, L, E) and key/value "
+            f"(..., Hkv, S, E); got query {tuple(query.shape)} and {tuple(kv.shape)}"
+        )
+    Hq, Hkv = query.size(-3), kv.size(-3)
+    if Hq % Hkv:
+        raise ValueError(
+            f"enable_gqa=True: the key/value's {Hkv} heads must divide the query's {Hq} heads"
+        )
+    return kv.repeat_interleave(Hq // Hkv, dim=-3)  # (..., Hq, S, Ev)
+
+
 def attention_scores(
-    query: torch.Tensor, key: torch.Tensor, scale: float | None = None
+    query: torch.Tensor, key: torch.Tensor, scale: float | None = None, enable_gqa: bool = False
 ) -> torch.Tensor:
     """Scaled dot products of every query with every key.
 
     Args:
-        query: (..., L, E).
-        key: (..., S, E); leading dimensions broadcast against the query's.
+        query: (..., L, E); with enable_gqa, (..., Hq, L, E).
+        key: (..., S, E); leading dimensions broadcast against the query's. With enable_gqa,
+            (..., Hkv, S, E), Hkv dividing Hq: query head h is scored against key head
+            h // (Hq / Hkv).
         scale: factor applied to the dot products; None means 1/sqrt(E).
+        enable_gqa: grouped-query attention, as torch's scaled_dot_product_attention has it.
 
     Returns:
-        (..., L, S): entry [l, s] is scale * <query[l], key[s]>.
+        (..., L, S) (with enable_gqa, (..., Hq, L, S)): entry [l, s] is
+        scale * <query[l], key[s]>.
 
     Example: query [[1., 0.]], key [[1., 0.], [0., 1.]] -> [[0.7071, 0.]]
     """
     _check_qk(query, key)
+    if enable_gqa:
+        key = repeat_kv(query, key)  # (..., Hq, S, E)
     if scale is None:
         scale = 1.0 / math.sqrt(query.size(-1))
     return query @ key.transpose(-2, -1) * scale  # (..., L, S)
@@ -89,6 +120,7 @@ def attention_weights(
     attn_mask: torch.Tensor | None = None,
     is_causal: bool = False,
     scale: float | None = None,
+    enable_gqa: bool = False,
 ) -> torch.Tensor:
     """Attention weights: softmax over the keys of the (masked) scaled scores.
 
@@ -100,13 +132,14 @@ def attention_weights(
         is_causal: mask every key after the query's position (top-left aligned); cannot be
             combined with attn_mask, as in torch.
         scale: None means 1/sqrt(E).
+        enable_gqa: grouped-query attention (see attention_scores).
 
     Returns:
         (..., L, S); every row sums to 1, except a row whose keys are all masked, which is 0.
 
     Example: query [[0., 0.]], key [[1., 2.], [3., 4.]] -> [[0.5, 0.5]]
     """
-    scores = attention_scores(query, key, scale)  # (..., L, S)
+    scores = attention_scores(query, key, scale, enable_gqa)  # (..., L, S)
     if is_causal:
         if attn_mask is not None:
             raise ValueError("pass either attn_mask or is_causal=True, not both (as in torch)")
@@ -136,6 +169,7 @@ def scaled_dot_product_attention(
     dropout_p: float = 0.0,
     is_causal: bool = False,
     scale: float | None = None,
+    enable_gqa: bool = False,
 ) -> torch.Tensor:
     """softmax(Q Kᵀ · scale + mask) V, with torch's arguments and semantics.
 
@@ -148,6 +182,8 @@ def scaled_dot_product_attention(
         dropout_p: probability of dropping an attention weight (training only; 0 by default).
         is_causal: mask the future, top-left aligned; not together with attn_mask.
         scale: None means 1/sqrt(E).
+        enable_gqa: grouped-query attention: key and value (..., Hkv, S, ·) serve query heads
+            (..., Hq, L, E) in groups of Hq / Hkv consecutive heads.
 
     Returns:
         (..., L, Ev).
@@ -159,9 +195,11 @@ def scaled_dot_product_attention(
             "key and value must have the same length S (second to last dimension); got key "
             f"{tuple(key.shape)} and value {tuple(value.shape)}"
         )
-    weights = attention_weights(query, key, attn_mask, is_causal, scale)  # (..., L, S)
+    weights = attention_weights(query, key, attn_mask, is_causal, scale, enable_gqa)  # (..., L, S)
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p)
+    if enable_gqa:
+        value = repeat_kv(query, value)  # (..., Hq, S, Ev)
     return weights @ value  # (..., L, Ev)
 
 
