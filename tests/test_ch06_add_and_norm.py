@@ -8,11 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from autograder.chapters.ch06_add_and_norm import checks
+from autograder.chapters.ch06_add_and_norm import checks, right, wrong
 from autograder.chapters.ch06_add_and_norm import reference as ref
 from autograder.toolkit import TOLERANCES, CheckFailed
 
-from chapter_helpers import DEVICES
+from chapter_helpers import DEVICES, visible_failures
+
+SLUG = "ch06_add_and_norm"
 
 DTYPES = [torch.float32, torch.float64]
 
@@ -39,6 +41,35 @@ def test_layer_norm_matches_torch(shape, dtype, device, eps):
     out = ours(x)
     assert out.dtype == dtype and out.device.type == torch.device(device).type
     torch.testing.assert_close(out, theirs(x), **_tol(dtype))
+
+
+@pytest.mark.parametrize(
+    "shape, kwargs",
+    [
+        ((4, 6), {}),
+        ([2, 3, 4], {"eps": 0.1}),
+        (8, {"elementwise_affine": False}),
+        ((3, 5), {"bias": False}),
+        (torch.Size([5]), {}),
+    ],
+)
+def test_layer_norm_takes_nn_layer_norms_arguments(shape, kwargs):
+    ours, theirs = ref.LayerNorm(shape, **kwargs), nn.LayerNorm(shape, **kwargs)
+    assert set(ours.state_dict()) == set(theirs.state_dict())
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in theirs.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    ours.load_state_dict(theirs.state_dict())
+    trailing = (shape,) if isinstance(shape, int) else tuple(shape)
+    x = torch.randn(2, 3, *trailing, generator=g) * 3 + 1
+    torch.testing.assert_close(ours(x), theirs(x))
+
+
+@pytest.mark.parametrize("shape", [0, (), (4, -1), "4"])
+def test_layer_norm_rejects_a_shape_that_is_not_one(shape):
+    with pytest.raises(ValueError, match="normalized_shape"):
+        ref.LayerNorm(shape)
 
 
 def test_layer_norm_gradients_match_torch():
@@ -133,8 +164,74 @@ def test_check_reports_an_exception_as_a_failure_naming_the_class():
         checks.check_layer_norm(Broken)
 
 
-def test_nn_layer_norm_passes_the_layer_norm_check():
+def test_nn_layer_norm_passes_the_layer_norm_checks():
     checks.check_layer_norm(nn.LayerNorm)
+    checks.check_layer_norm_shape(nn.LayerNorm)
+    checks.check_layer_norm_affine(nn.LayerNorm)
+
+
+def test_the_depth_question_measures_what_its_model_answer_says():
+    """Part 5's model answer and mark scheme, measured on the reference: post-LN's output RMS is 1
+    and its last layer's gradient does not fall with depth; pre-LN's stream grows and its last
+    layer's gradient falls with it, their product about constant (the final LayerNorm's 1/sigma)."""
+    E, H, Fw = 32, 4, 128
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(4, 10, E, generator=gen)  # (B, L, E)
+    target = torch.randn(4, 10, E, generator=gen)  # (B, L, E)
+    measured = {}
+    for norm_first in (False, True):
+        for N in (2, 6, 12, 24):
+            rms, grad = [], []
+            for seed in range(5):
+                torch.manual_seed(seed)
+                stack = nn.ModuleList(
+                    ref.EncoderLayer(E, H, Fw, norm_first=norm_first) for _ in range(N)
+                )
+                final = ref.LayerNorm(E) if norm_first else nn.Identity()
+                h = x
+                for layer in stack:
+                    h = layer(h)  # (B, L, E)
+                rms.append(h.pow(2).mean().sqrt().item())
+                (final(h) * target).mean().backward()
+                grad.append(stack[-1].ffn.linear2.weight.grad.norm().item())
+            measured[norm_first, N] = (torch.tensor(rms).median(), torch.tensor(grad).median())
+    depths = (2, 6, 12, 24)
+    for N in depths:
+        rms, grad = measured[False, N]
+        assert abs(rms - 1) < 1e-3 and 0.10 < grad < 0.13, (N, rms, grad)
+    pre = [measured[True, N] for N in depths]
+    assert all(a[0] < b[0] and a[1] > b[1] for a, b in zip(pre, pre[1:], strict=False)), pre
+    assert 1.9 < pre[-1][0] < 2.1 and pre[-1][1] < 0.55 * pre[0][1], pre
+    assert all(0.115 < rms * grad < 0.14 for rms, grad in pre), pre
+
+
+@pytest.mark.parametrize(
+    "name, mistake, cell, part",
+    [
+        ("LayerNorm", wrong.LayerNormNoAffine, "add_norm_visible_tests", 1),
+        ("LayerNorm", wrong.LayerNormGammaBeta, "encoder_layer_visible_tests", 1),
+        ("AddNorm", wrong.AddNormNoResidual, "encoder_layer_visible_tests", 2),
+        ("AddNorm", wrong.AddNormDropsArgs, "encoder_layer_visible_tests", 2),
+        ("PositionwiseFeedForward", wrong.FFNGelu, "encoder_layer_visible_tests", 3),
+    ],
+)
+def test_a_later_parts_visible_test_sends_an_earlier_mistake_to_its_part(name, mistake, cell, part):
+    assert f"fix Part {part} first" in visible_failures(SLUG, {name: mistake})[cell]
+
+
+def test_the_solution_passes_every_visible_test_and_the_right_bank_too():
+    assert not any(visible_failures(SLUG, {}).values())
+    for name, variants in right.RIGHT.items():
+        for variant in variants.values():
+            failures = visible_failures(SLUG, {name: variant})
+            assert not any(failures.values()), (name, variant.__name__, failures)
+
+
+def test_the_visible_tests_tell_post_ln_without_its_residual_from_post_ln():
+    """LayerNorm ignores a scale: with a sublayer 2y, norm(2x) and norm(3x) are the same, so the
+    visible tests use a sublayer that is not a multiple of its input."""
+    failures = visible_failures(SLUG, {"AddNorm": wrong.AddNormNoResidual})
+    assert "the residual connection is missing" in failures["add_norm_visible_tests"]
 
 
 @pytest.mark.skipif(

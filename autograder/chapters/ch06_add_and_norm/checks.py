@@ -33,13 +33,19 @@ from autograder.toolkit import (
     cases,
     check,
     check_devices,
+    close,
     compare,
+    dtype_name,
+    label,
 )
 
+from . import wrong
 from .reference import PositionwiseFeedForward
 
 __all__ = [
     "check_layer_norm",
+    "check_layer_norm_shape",
+    "check_layer_norm_affine",
     "check_add_norm",
     "check_positionwise_feed_forward",
     "check_encoder_layer",
@@ -47,7 +53,7 @@ __all__ = [
 
 _DTYPES = (torch.float32, torch.float64)
 # (leading dims, E): one token, a batch of sequences, extra leading dims, tiny widths.
-_LN_SHAPES = [((5,), 8), ((3, 4), 16), ((2, 3, 4), 6), ((1, 1), 4), ((4, 7), 32)]
+_LN_SHAPES = [((3, 4), 16), ((5,), 8), ((2, 3, 4), 6), ((1, 1), 4), ((4, 7), 32)]
 
 
 def _randn(*shape, g, scale=1.0, shift=0.0):
@@ -55,12 +61,7 @@ def _randn(*shape, g, scale=1.0, shift=0.0):
 
 
 def _where(device, dtype, shape) -> str:
-    return f"(x of shape {tuple(shape)}, {str(dtype).removeprefix('torch.')}, {device.type})"
-
-
-def _close(a, b, dtype) -> bool:
-    rtol, atol = TOLERANCES[dtype]
-    return isinstance(a, torch.Tensor) and a.shape == b.shape and torch.allclose(a, b, rtol, atol)
+    return f"(x of shape {tuple(shape)}, {label(dtype, device)})"
 
 
 def _raw(handle):
@@ -89,39 +90,95 @@ def _random_state(state: dict, seed: int) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def _ln_variants(x, weight, bias, eps):
-    """Known mistakes, to name the one the student made: {message: output}."""
-    mean = x.mean(-1, keepdim=True)  # (..., 1)
-    out = {
+# What a known mistake of the wrong bank computes, and what to tell the student who made it.
+_LN_MISTAKES = (
+    (
+        wrong.LayerNormOverSequence,
+        "the statistics are taken across the positions of a sequence (axis -2); LayerNorm "
+        "normalizes each token over its own features, the last dimension",
+    ),
+    (
+        wrong.LayerNormOverBatch,
+        "the statistics are taken across the batch (axis 0), as BatchNorm does; LayerNorm "
+        "normalizes each token over its own features, the last dimension",
+    ),
+    (
+        wrong.LayerNormUnbiasedVariance,
         "the variance is the unbiased one (dividing by E - 1); LayerNorm uses the biased "
-        "variance, dividing by E": (x - mean) / torch.sqrt(x.var(-1, keepdim=True) + eps) * weight
-        + bias,
-        "eps is added outside the square root; it goes inside, sqrt(var + eps)": (x - mean)
-        / (x.var(-1, unbiased=False, keepdim=True).sqrt() + eps)
-        * weight
-        + bias,
-        "the gain (weight) and bias are not applied; multiply by weight and add bias after "
-        "normalizing": F.layer_norm(x, x.shape[-1:], eps=eps),
-    }
-    for axis in sorted({0, x.dim() - 2}):
-        if x.dim() >= 2 and x.size(axis) > 1:
-            m, v = x.mean(axis, keepdim=True), x.var(axis, unbiased=False, keepdim=True)
-            out[f"the statistics are taken over axis {axis} (across tokens or sequences, as "
-                "BatchNorm does); LayerNorm normalizes each token over its own features, the "
-                "last dimension"] = (x - m) / torch.sqrt(v + eps) * weight + bias
-    return out
+        "variance, dividing by E",
+    ),
+    (
+        wrong.LayerNormEpsOutsideSqrt,
+        "eps is added outside the square root; it goes inside, sqrt(var + eps)",
+    ),
+    (
+        wrong.LayerNormNoAffine,
+        "the gain (weight) and the bias are not applied; multiply by weight and add bias after "
+        "normalizing",
+    ),
+    (
+        wrong.LayerNormIgnoresEps,
+        "eps is ignored: use the eps the constructor was given, not a constant",
+    ),
+    (
+        wrong.LayerNormLastDimOnly,
+        "only the last dimension is normalized; with a normalized_shape of k dimensions, each "
+        "token is normalized over its last k dimensions together (here the last 2 dimensions "
+        "together)",
+    ),
+)
+_SIGNATURE = (
+    "Keep the signature the instructions give, nn.LayerNorm's: LayerNorm(normalized_shape, "
+    "eps=1e-5, elementwise_affine=True, bias=True)."
+)
+
+
+def _name_ln_mistake(out, x, shape, weight, bias, eps, what) -> None:
+    """Name the known mistake whose result `out` is, before the values are compared."""
+    expected = F.layer_norm(x, shape, weight, bias, eps)
+    if not isinstance(out, torch.Tensor) or out.shape != x.shape or close(out, expected):
+        return
+    for mistake, message in _LN_MISTAKES:
+        module = mistake(shape, eps=eps).to(device=x.device, dtype=x.dtype)
+        module.load_state_dict({"weight": weight, "bias": bias})
+        with torch.no_grad():
+            if close(out, module(x)):
+                raise CheckFailed(f"{what}: {message}.")
+
+
+def _build_ln(cls: Subject, what: str, *args, **kwargs) -> Subject:
+    """The student's LayerNorm, built with `args`; a signature that does not take the
+    instructions' keywords is named."""
+    try:
+        return calling(what, cls.seeded(0), *args, **kwargs)
+    except CheckFailed as exc:
+        if "unexpected keyword argument" in str(exc):
+            raise CheckFailed(f"{str(exc).rstrip('.')}. {_SIGNATURE}") from None
+        raise
+
+
+def _ln_input(lead, shape, seed, device, dtype):
+    """x (..., *shape) with a mix of rows (large offsets, small spreads where eps matters,
+    ordinary ones), a gain near 1 and a bias, from `seed`."""
+    g = torch.Generator().manual_seed(seed)
+    ones = (1,) * len(shape)
+    x = _randn(*lead, *shape, g=g) * _randn(*lead, *ones, g=g).abs().clamp(0.02, 3)
+    x = x + _randn(*lead, *ones, g=g, scale=2.0)  # (..., *shape)
+    weight, bias = _randn(*shape, g=g, scale=0.5, shift=1.0), _randn(*shape, g=g, scale=0.5)
+    return (t.to(device=device, dtype=dtype) for t in (x, weight, bias))
 
 
 @check()
 def check_layer_norm(cls: Subject) -> None:
-    """LayerNorm(normalized_shape, eps=1e-5) equals nn.LayerNorm(normalized_shape, eps=eps).
+    """LayerNorm(normalized_shape, eps=1e-5, elementwise_affine=True, bias=True) with an int E
+    equals nn.LayerNorm(E, eps=eps).
 
     Parameters ``weight`` (E,) = 1 and ``bias`` (E,) = 0 at the start; over the last dimension,
     biased variance, eps inside the square root; any leading dimensions; the input's dtype and
     device; gradients for the input, weight and bias equal torch's.
     """
     for E in (4, 16):
-        module = calling(f"LayerNorm({E})", cls.seeded(0), E)
+        module = _build_ln(cls, f"LayerNorm({E})", E)
         state = module.describe()["state"]
         for name, init in (("weight", 1.0), ("bias", 0.0)):
             value = state.get(name)
@@ -139,36 +196,27 @@ def check_layer_norm(cls: Subject) -> None:
 
     for device, dtype, seed, (lead, E) in cases(_LN_SHAPES, _DTYPES):
         for eps in (1e-5, 0.1):
-            g = torch.Generator().manual_seed(seed)
-            # a mix of rows: large offsets, small spreads (where eps matters), ordinary ones
-            x = _randn(*lead, E, g=g) * _randn(*lead, 1, g=g).abs().clamp(0.02, 3)  # (..., E)
-            x = x + _randn(*lead, 1, g=g, scale=2.0)  # (..., E)
-            weight, bias = _randn(E, g=g, scale=0.5, shift=1.0), _randn(E, g=g, scale=0.5)
-            x, weight, bias = (t.to(device=device, dtype=dtype) for t in (x, weight, bias))
+            x, weight, bias = _ln_input(lead, (E,), seed, device, dtype)
             what = f"LayerNorm({E}, eps={eps:g}){_where(device, dtype, x.shape)}"
-            module = calling(f"LayerNorm({E}, eps={eps:g})", cls.seeded(0), E, eps=eps)
+            full = f"LayerNorm({E}, eps={eps:g}, elementwise_affine=True, bias=True)"
+            module = _build_ln(cls, full, E, eps=eps, elementwise_affine=True, bias=True)
             module.to(device, dtype)
             calling(f"{what}: load_state_dict", module.load_state_dict,
-                    {"weight": weight, "bias": bias})
+                    {"weight": weight, "bias": bias})  # fmt: skip
             out = calling(what, module, x)
-            expected = F.layer_norm(x, (E,), weight, bias, eps)  # (..., E)
-            if isinstance(out, torch.Tensor) and out.shape == x.shape and not _close(
-                out, expected, dtype
-            ):
-                for message, wrong in _ln_variants(x, weight, bias, eps).items():
-                    if _close(out, wrong, dtype):
-                        raise CheckFailed(f"{what}: {message}.")
-            compare(out, expected, what, hint="Normalize over the last dimension (E).")
+            _name_ln_mistake(out, x, (E,), weight, bias, eps, what)
+            compare(out, F.layer_norm(x, (E,), weight, bias, eps), what,
+                    hint="Normalize over the last dimension (E).")  # fmt: skip
 
     # gradients, float64 on the CPU
     g = torch.Generator().manual_seed(77)
     x = _randn(3, 5, 8, g=g, shift=1.0)  # (B, L, E)
     grad_output = _randn(3, 5, 8, g=g)  # (B, L, E)
     weight, bias = _randn(8, g=g, scale=0.5, shift=1.0), _randn(8, g=g, scale=0.5)
-    module = calling("LayerNorm(8)", cls.seeded(0), 8)
+    module = _build_ln(cls, "LayerNorm(8)", 8)
     module.to("cpu", torch.float64)
     calling("LayerNorm(8): load_state_dict", module.load_state_dict,
-            {"weight": weight, "bias": bias})
+            {"weight": weight, "bias": bias})  # fmt: skip
     what = "LayerNorm(8) on x of shape (3, 5, 8), float64, backward"
     _, grads, params = calling(what, module.gradients, (x,), params=True, grad_output=grad_output)
     reference = nn.LayerNorm(8).double()
@@ -182,6 +230,63 @@ def check_layer_norm(cls: Subject) -> None:
         if params.get(name) is None:
             raise CheckFailed(f"{what}: no gradient reaches {name}; is it used in forward?")
         compare(params[name], p.grad, f"{what}, gradient of {name}")
+
+
+@check()
+def check_layer_norm_shape(cls: Subject) -> None:
+    """LayerNorm(normalized_shape) with a tuple (or list) of k dimensions: weight and bias of that
+    shape, and each token normalized over its last k dimensions together, as nn.LayerNorm."""
+    shapes = [((3,), (4, 6)), ((2, 5), (2, 8)), ((), (3, 4)), ((2,), (2, 3, 4))]
+    for device, dtype, seed, (lead, shape) in cases(shapes, _DTYPES):
+        for eps, given in ((1e-5, tuple(shape)), (0.1, list(shape))):
+            x, weight, bias = _ln_input(lead, shape, seed + 10, device, dtype)
+            label = f"LayerNorm({given!r}, eps={eps:g})"
+            module = _build_ln(cls, label, given, eps=eps)
+            state = module.describe()["state"]
+            for name in ("weight", "bias"):
+                value = state.get(name)
+                if value is None or tuple(value.shape) != tuple(shape):
+                    got = None if value is None else tuple(value.shape)
+                    raise CheckFailed(
+                        f"{label}.{name} must have the shape normalized_shape, {tuple(shape)}, "
+                        f"not {got}."
+                    )
+            module.to(device, dtype)
+            calling(f"{label}: load_state_dict", module.load_state_dict,
+                    {"weight": weight, "bias": bias})  # fmt: skip
+            what = f"{label}{_where(device, dtype, x.shape)}"
+            out = calling(what, module, x)
+            _name_ln_mistake(out, x, tuple(shape), weight, bias, eps, what)
+            compare(out, F.layer_norm(x, tuple(shape), weight, bias, eps), what,
+                    hint=f"Normalize over the last {len(shape)} dimensions together.")  # fmt: skip
+
+
+@check()
+def check_layer_norm_affine(cls: Subject) -> None:
+    """LayerNorm(..., elementwise_affine=False) has no parameters and only normalizes;
+    LayerNorm(..., bias=False) has a gain ``weight`` and no bias, as nn.LayerNorm."""
+    for device, dtype, seed, (lead, E) in cases(_LN_SHAPES[:3], _DTYPES):
+        x, weight, _ = _ln_input(lead, (E,), seed + 20, device, dtype)
+        for kwargs, params in (
+            ({"elementwise_affine": False}, set()),
+            ({"bias": False}, {"weight"}),
+        ):
+            flags = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+            label = f"LayerNorm({E}, {flags})"
+            module = _build_ln(cls, label, E, **kwargs)
+            state = module.describe()["state"]
+            if set(state) != params:
+                wanted = "a weight and no bias" if params else "no parameters"
+                raise CheckFailed(
+                    f"{label} must have {wanted} (as nn.LayerNorm with {flags}), not "
+                    f"{sorted(state) or 'none'}."
+                )
+            module.to(device, dtype)
+            if params:
+                calling(f"{label}: load_state_dict", module.load_state_dict, {"weight": weight})
+            what = f"{label}{_where(device, dtype, x.shape)}"
+            out = calling(what, module, x)
+            compare(out, F.layer_norm(x, (E,), weight if params else None, None), what)
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,24 +363,32 @@ def check_add_norm(cls: Subject) -> None:
                         what, norm, s_x
                     ),
                 }
-            if isinstance(out, torch.Tensor) and out.shape == x.shape and not _close(
-                out, expected, dtype
-            ):
+            if isinstance(out, torch.Tensor) and out.shape == x.shape and not close(out, expected):
                 for message, wrong in wrongs.items():
-                    if isinstance(wrong, torch.Tensor) and _close(out, wrong, dtype):
+                    if isinstance(wrong, torch.Tensor) and close(out, wrong):
                         raise CheckFailed(f"{what}: {message}.")
             compare(out, expected, what)
 
             # further positional arguments go on to the sublayer: here the sublayer is another
             # AddNorm, which gets its own sublayer that way
             what = f"{label}, forward(x, sublayer, extra) on {tuple(x.shape)}"
-            out = calling(what, module, x, _raw(helper), _raw(sub))
+            try:
+                out = calling(what, module, x, _raw(helper), _raw(sub))
+            except CheckFailed as exc:
+                raise CheckFailed(
+                    f"{str(exc).rstrip('.')}. Pass further arguments on to the sublayer: "
+                    "sublayer(y, *args)."
+                ) from None
             if norm_first:
                 expected = x + calling(what, helper, n_x, _raw(sub))
             else:
                 expected = calling(what, norm, x + calling(what, helper, x, _raw(sub)))
-            compare(out, expected, what, hint="Pass further arguments on to the "
-                    "sublayer: sublayer(y, *args).")
+            compare(
+                out,
+                expected,
+                what,
+                hint="Pass further arguments on to the sublayer: sublayer(y, *args).",
+            )
 
     # dropout acts on the sublayer's output: in eval mode it is the identity; in training,
     # pre-LN's out - x is the sublayer's output with some entries zeroed and the rest doubled
@@ -294,9 +407,12 @@ def check_add_norm(cls: Subject) -> None:
         s_nx = calling(label, sub, n_x)
         expected = x + s_nx if norm_first else calling(label, norm, x + s_x)
         calling(f"{label}.eval()", module.method("eval"))
-        compare(calling(f"{label} in eval mode", module, x, _raw(sub)), expected,
-                f"{label} in eval mode", hint="Use nn.Dropout, which is the identity in eval "
-                "mode.")
+        compare(
+            calling(f"{label} in eval mode", module, x, _raw(sub)),
+            expected,
+            f"{label} in eval mode",
+            hint="Use nn.Dropout, which is the identity in eval mode.",
+        )
         calling(f"{label}.train()", module.method("train"))
         out = calling(f"{label} in training mode", module, x, _raw(sub))
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
@@ -312,13 +428,29 @@ def check_add_norm(cls: Subject) -> None:
                     "sublayer's output)."
                 )
         elif torch.allclose(out, expected):
-            raise CheckFailed(f"{label} in training mode: the dropout does nothing; apply it to "
-                              "the sublayer's output.")
+            raise CheckFailed(
+                f"{label} in training mode: the dropout does nothing; apply it to "
+                "the sublayer's output."
+            )
 
 
 # --------------------------------------------------------------------------------------------
 # Part 3: PositionwiseFeedForward
 # --------------------------------------------------------------------------------------------
+
+
+_FFN_MISTAKES = (
+    (
+        wrong.FFNNoNonlinearity,
+        "there is no non-linearity between the two linear layers; without it the two collapse "
+        "into one linear map. Use a ReLU",
+    ),
+    (wrong.FFNGelu, "the activation is GELU; the paper's FFN uses a ReLU"),
+    (
+        wrong.FFNReluAtTheEnd,
+        "the ReLU is applied after linear2; it goes between linear1 and linear2",
+    ),
+)
 
 
 @check()
@@ -334,13 +466,17 @@ def check_positionwise_feed_forward(cls: Subject) -> None:
         for name, shape in (("linear1", (Fw, E)), ("linear2", (E, Fw))):
             kind = info["modules"].get(name)
             if kind != "Linear":
-                raise CheckFailed(f"{label} must have an nn.Linear called {name}"
-                                  + (f", not a {kind}." if kind else "."))
+                raise CheckFailed(
+                    f"{label} must have an nn.Linear called {name}"
+                    + (f", not a {kind}." if kind else ".")
+                )
             w, b = info["state"].get(f"{name}.weight"), info["state"].get(f"{name}.bias")
             if w is None or tuple(w.shape) != shape:
                 got = None if w is None else tuple(w.shape)
-                raise CheckFailed(f"{label}.{name}.weight must have shape {shape}, not {got}: "
-                                  "linear1 maps E to dim_feedforward, linear2 back to E.")
+                raise CheckFailed(
+                    f"{label}.{name}.weight must have shape {shape}, not {got}: "
+                    "linear1 maps E to dim_feedforward, linear2 back to E."
+                )
             if b is None:
                 raise CheckFailed(f"{label}.{name} must have a bias, as in the paper.")
         torch.manual_seed(1000 + seed)
@@ -354,23 +490,23 @@ def check_positionwise_feed_forward(cls: Subject) -> None:
         out = calling(what, module, x)
         with torch.no_grad():
             expected = reference(x)  # (..., E)
-            linear = reference.linear2(reference.linear1(x))  # (..., E)
-            gelu = reference.linear2(F.gelu(reference.linear1(x)))  # (..., E)
-        if _close(out, linear, dtype):
-            raise CheckFailed(f"{what}: there is no non-linearity between the two linear layers; "
-                              "without it the two collapse into one linear map. Use a ReLU.")
-        if _close(out, gelu, dtype):
-            raise CheckFailed(f"{what}: the activation is GELU; the paper's FFN uses a ReLU.")
-        if _close(out, torch.relu(expected), dtype) and not _close(out, expected, dtype):
-            raise CheckFailed(f"{what}: the ReLU is applied after linear2; it goes between "
-                              "linear1 and linear2.")
+            if not close(out, expected):
+                for mistake, message in _FFN_MISTAKES:
+                    module_ = mistake(E, Fw).to(device=device, dtype=dtype)
+                    module_.load_state_dict(reference.state_dict())
+                    if close(out, module_(x)):
+                        raise CheckFailed(f"{what}: {message}.")
+        if x.dim() >= 2 and x.size(-2) > 1 and isinstance(out, torch.Tensor):
+            changed = x.clone()
+            changed[..., 0, :] = changed[..., 0, :].flip(-1) + 1.0  # another first position
+            out_c = calling(f"{what}, the first position changed", module, changed)
+            if isinstance(out_c, torch.Tensor) and out_c.shape == out.shape:
+                if not close(out_c[..., 1:, :], out[..., 1:, :]):
+                    raise CheckFailed(
+                        f"{what}: changing the first position changed the outputs at the other "
+                        "positions; the FFN treats each position on its own."
+                    )
         compare(out, expected, what)
-        if x.dim() >= 2 and x.size(-2) > 1:
-            perm = torch.randperm(x.size(-2), generator=g).to(device)
-            out_p = calling(f"{what}, positions permuted", module, x[..., perm, :])
-            if not _close(out_p, expected[..., perm, :], dtype):
-                raise CheckFailed(f"{what}: permuting the positions must permute the outputs; "
-                                  "the FFN acts on each position on its own.")
 
     label = "PositionwiseFeedForward(8, 32, dropout=0.5)"
     module = calling(label, cls.seeded(0), 8, 32, dropout=0.5)
@@ -381,13 +517,19 @@ def check_positionwise_feed_forward(cls: Subject) -> None:
     x = _randn(2, 5, 8, g=torch.Generator().manual_seed(3)).float()  # (B, L, E)
     with torch.no_grad():
         expected = reference(x)
-    compare(calling(f"{label} in eval mode", module, x), expected, f"{label} in eval mode",
-            hint="Use nn.Dropout, which is the identity in eval mode.")
+    compare(
+        calling(f"{label} in eval mode", module, x),
+        expected,
+        f"{label} in eval mode",
+        hint="Use nn.Dropout, which is the identity in eval mode.",
+    )
     calling(f"{label}.train()", module.method("train"))
     out = calling(f"{label} in training mode", module, x)
     if isinstance(out, torch.Tensor) and torch.allclose(out, expected):
-        raise CheckFailed(f"{label} in training mode: the dropout does nothing; apply it to the "
-                          "hidden activations, between the ReLU and linear2.")
+        raise CheckFailed(
+            f"{label} in training mode: the dropout does nothing; apply it to the "
+            "hidden activations, between the ReLU and linear2."
+        )
 
     label = "PositionwiseFeedForward(8, 32), float64, backward"
     module = calling(label, cls.seeded(0), 8, 32)
@@ -397,8 +539,7 @@ def check_positionwise_feed_forward(cls: Subject) -> None:
     module.to("cpu", torch.float64)
     g = torch.Generator().manual_seed(7)
     x, grad_output = _randn(2, 5, 8, g=g), _randn(2, 5, 8, g=g)
-    _, grads, params = calling(label, module.gradients, (x,), params=True,
-                               grad_output=grad_output)
+    _, grads, params = calling(label, module.gradients, (x,), params=True, grad_output=grad_output)
     xr = x.clone().requires_grad_()
     (reference(xr) * grad_output).sum().backward()
     compare(grads[0], xr.grad, f"{label}, gradient of the input")
@@ -459,36 +600,50 @@ def _check_layer_case(cls, device, dtype, seed, B, L, E, H, Fw, norm_first) -> N
     label = f"EncoderLayer({E}, {H}, {Fw}, norm_first={norm_first})"
     layer = calling(label, cls.seeded(0), E, H, Fw, norm_first=norm_first)
     info = layer.describe()
-    for name, what in (("self_attn", "nn.MultiheadAttention"), ("ffn", "PositionwiseFeedForward"),
-                       ("add_norm1", "AddNorm"), ("add_norm2", "AddNorm")):
+    for name, what in (
+        ("self_attn", "nn.MultiheadAttention"),
+        ("ffn", "PositionwiseFeedForward"),
+        ("add_norm1", "AddNorm"),
+        ("add_norm2", "AddNorm"),
+    ):
         if name not in info["modules"]:
             raise CheckFailed(f"{label} must have a submodule called {name} (a {what}).")
     if info["modules"]["self_attn"] != "MultiheadAttention":
-        raise CheckFailed(f"{label}.self_attn must be an nn.MultiheadAttention, not a "
-                          f"{info['modules']['self_attn']}.")
+        raise CheckFailed(
+            f"{label}.self_attn must be an nn.MultiheadAttention, not a "
+            f"{info['modules']['self_attn']}."
+        )
     attn = layer.attribute("self_attn")
     if attn.attribute("batch_first") is not True:
-        raise CheckFailed(f"{label}.self_attn must be built with batch_first=True: the layer's "
-                          "inputs are (B, L, E).")
+        raise CheckFailed(
+            f"{label}.self_attn must be built with batch_first=True: the layer's "
+            "inputs are (B, L, E)."
+        )
     if attn.attribute("num_heads") != H or attn.attribute("embed_dim") != E:
         raise CheckFailed(f"{label}.self_attn must have embed_dim=d_model and num_heads=nhead.")
     for name in ("add_norm1", "add_norm2"):
         flag = layer.attribute(name).attribute("norm_first")
         if flag is not norm_first:
-            raise CheckFailed(f"{label}.{name}.norm_first must be {norm_first}: pass norm_first "
-                              "on to both AddNorm modules.")
+            raise CheckFailed(
+                f"{label}.{name}.norm_first must be {norm_first}: pass norm_first "
+                "on to both AddNorm modules."
+            )
     state = _loaded(layer, label, 40 + seed, device, dtype)
 
     g = torch.Generator().manual_seed(seed)
     x = _randn(B, L, E, g=g).to(device=device, dtype=dtype)  # (B, L, E)
     mask = _padding_mask(B, L, seed, device)  # (B, L)
-    dtype_name = str(dtype).removeprefix("torch.")
-    where = f"(x of shape (B={B}, L={L}, E={E}), {dtype_name}, {device.type})"
+    where = f"(x of shape (B={B}, L={L}, E={E}), {dtype_name(dtype)}, {torch.device(device).type})"
 
     # the attention sublayer against torch, with the student's attention weights
     mha = nn.MultiheadAttention(E, H, batch_first=True).to(device=device, dtype=dtype)
-    mha.load_state_dict({k[len("self_attn."):]: v.to(device=device, dtype=dtype)
-                         for k, v in state.items() if k.startswith("self_attn.")})
+    mha.load_state_dict(
+        {
+            k[len("self_attn.") :]: v.to(device=device, dtype=dtype)
+            for k, v in state.items()
+            if k.startswith("self_attn.")
+        }
+    )
     sa_block = layer.method("_sa_block")
     with torch.no_grad():
         for m, kind in ((mask, "a padding mask"), (None, "no mask")):
@@ -496,8 +651,12 @@ def _check_layer_case(cls, device, dtype, seed, B, L, E, H, Fw, norm_first) -> N
             out = calling(what, sa_block, x, padding_mask=m)
             ignore = None if m is None else ~m
             expected = mha(x, x, x, key_padding_mask=ignore, need_weights=False)[0]  # (B, L, E)
-            if (m is not None and not bool(m.all()) and isinstance(out, torch.Tensor)
-                    and not _close(out, expected, dtype)):
+            if (
+                m is not None
+                and not bool(m.all())
+                and isinstance(out, torch.Tensor)
+                and not close(out, expected)
+            ):
                 flipped = mha(x, x, x, key_padding_mask=m, need_weights=False)[0]
                 if out.shape == flipped.shape and torch.allclose(
                     out.nan_to_num(), flipped.nan_to_num(), *TOLERANCES[dtype]
@@ -508,11 +667,18 @@ def _check_layer_case(cls, device, dtype, seed, B, L, E, H, Fw, norm_first) -> N
                         "ignore: pass ~padding_mask."
                     )
                 unmasked = mha(x, x, x, need_weights=False)[0]
-                if _close(out, unmasked, dtype):
-                    raise CheckFailed(f"{what}: the padding mask is not used; padded tokens must "
-                                      "not be attended to (key_padding_mask=~padding_mask).")
-            compare(out, expected, what, hint="Call self.self_attn(x, x, x, key_padding_mask="
-                    "..., need_weights=False) and return its first output.")
+                if close(out, unmasked):
+                    raise CheckFailed(
+                        f"{what}: the padding mask is not used; padded tokens must "
+                        "not be attended to (key_padding_mask=~padding_mask)."
+                    )
+            compare(
+                out,
+                expected,
+                what,
+                hint="Call self.self_attn(x, x, x, key_padding_mask="
+                "..., need_weights=False) and return its first output.",
+            )
 
     # the layer is its own pieces, wired as the paper (post-LN) or pre-LN says
     add_norm1, add_norm2 = layer.attribute("add_norm1"), layer.attribute("add_norm2")
@@ -522,15 +688,30 @@ def _check_layer_case(cls, device, dtype, seed, B, L, E, H, Fw, norm_first) -> N
         out = calling(what, layer, x, padding_mask=m)
         h = calling(f"{what}: its add_norm1", add_norm1, x, _raw(sa), m)
         expected = calling(f"{what}: its add_norm2", add_norm2, h, _raw(ffn))
-        if m is not None and isinstance(out, torch.Tensor) and not _close(out, expected, dtype):
+        if m is not None and isinstance(out, torch.Tensor) and not close(out, expected):
             h0 = calling(what, add_norm1, x, _raw(sa))
-            if _close(out, calling(what, add_norm2, h0, _raw(ffn)), dtype):
-                raise CheckFailed(f"{what}: the padding mask does not reach the attention; pass "
-                                  "it on through add_norm1: self.add_norm1(x, self._sa_block, "
-                                  "padding_mask).")
+            if close(out, calling(what, add_norm2, h0, _raw(ffn))):
+                raise CheckFailed(
+                    f"{what}: the padding mask does not reach the attention; pass "
+                    "it on through add_norm1: self.add_norm1(x, self._sa_block, "
+                    "padding_mask)."
+                )
             f_first = calling(what, add_norm2, x, _raw(ffn))
-            if _close(out, calling(what, add_norm1, f_first, _raw(sa), m), dtype):
-                raise CheckFailed(f"{what}: the FFN comes before the attention; the attention "
-                                  "sublayer comes first.")
-        compare(out, expected, what, hint="forward is add_norm2(add_norm1(x, self._sa_block, "
-                "padding_mask), self.ffn).")
+            if close(out, calling(what, add_norm1, f_first, _raw(sa), m)):
+                raise CheckFailed(
+                    f"{what}: the FFN comes before the attention; the attention "
+                    "sublayer comes first."
+                )
+        if not close(out, expected):
+            h = calling(f"{what}: its add_norm1", add_norm1, x, _raw(sa), m)
+            if close(out, calling(f"{what}: its ffn", ffn, h)):
+                raise CheckFailed(
+                    f"{what}: the FFN's output replaces the attention's instead of being added "
+                    "to it: run the FFN through add_norm2, self.add_norm2(x, self.ffn)."
+                )
+        compare(
+            out,
+            expected,
+            what,
+            hint="forward is add_norm2(add_norm1(x, self._sa_block, padding_mask), self.ffn).",
+        )

@@ -1,9 +1,10 @@
 """Chapter 6, Add & Norm and the position-wise feed-forward network: the reference implementation.
 
 What the chapter teaches, as modules whose parameter names follow torch's where torch has the
-same thing: ``LayerNorm`` (``weight``, ``bias``: equal to ``nn.LayerNorm`` over the last
-dimension), ``AddNorm`` (the residual connection and its LayerNorm, post-LN as in the 2017 paper
-or pre-LN), ``PositionwiseFeedForward`` (``linear1``, ``linear2``: E -> F -> E with a ReLU) and an
+same thing: ``LayerNorm`` (``weight``, ``bias``: equal to ``nn.LayerNorm``, with its arguments:
+one or several normalized dimensions, with or without a gain and a bias), ``AddNorm`` (the
+residual connection and its LayerNorm, post-LN as in the 2017 paper or pre-LN),
+``PositionwiseFeedForward`` (``linear1``, ``linear2``: E -> F -> E with a ReLU) and an
 ``EncoderLayer`` equal to ``nn.TransformerEncoderLayer(..., dropout=0.0, batch_first=True)`` for
 both values of ``norm_first`` once its weights are copied with :func:`from_torch_state`.
 
@@ -35,32 +36,64 @@ __all__ = [
 
 
 class LayerNorm(nn.Module):
-    """Layer normalization over the last dimension, equal to ``nn.LayerNorm(normalized_shape)``.
+    """Layer normalization over the last dimensions, equal to ``nn.LayerNorm``.
 
-    Each token's E features are shifted to mean 0 and scaled to variance 1 (the *biased*
-    variance, dividing by E, with eps inside the square root), then multiplied by a learned gain
-    ``weight`` (E,) initialised to 1 and shifted by a learned ``bias`` (E,) initialised to 0.
+    Each token is shifted to mean 0 and scaled to variance 1 over its last ``len(normalized_shape)``
+    dimensions (the *biased* variance, dividing by their number of entries, with eps inside the
+    square root), then multiplied by a learned gain ``weight`` initialised to 1 and shifted by a
+    learned ``bias`` initialised to 0, both of shape ``normalized_shape``.
+
+    Args:
+        normalized_shape: E (an int) or the shape of the last dimensions to normalize over, e.g.
+            (H, D) to normalize the heads of a token together.
+        eps: added to the variance inside the square root.
+        elementwise_affine: whether there are a gain and a bias (without them both are None).
+        bias: whether there is a bias (with elementwise_affine).
 
     Example: LayerNorm(2)(tensor([[1., 3.]])) -> about [[-1., 1.]]
     """
 
-    def __init__(self, normalized_shape: int, eps: float = 1e-5) -> None:
+    def __init__(
+        self,
+        normalized_shape: int | tuple[int, ...],
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+    ) -> None:
         super().__init__()
-        if not isinstance(normalized_shape, int) or normalized_shape <= 0:
-            raise ValueError(f"normalized_shape must be a positive int, got {normalized_shape!r}")
-        self.normalized_shape = (normalized_shape,)
+        shape = (normalized_shape,) if isinstance(normalized_shape, int) else normalized_shape
+        shape = tuple(shape)
+        if not shape or not all(isinstance(n, int) and n > 0 for n in shape):
+            raise ValueError(
+                "normalized_shape must be a positive int or a tuple of them, got "
+                f"{normalized_shape!r}"
+            )
+        self.normalized_shape = shape
         self.eps = eps
-        self.weight = nn.Parameter(torch.ones(normalized_shape))  # (E,)
-        self.bias = nn.Parameter(torch.zeros(normalized_shape))  # (E,)
+        self.elementwise_affine = elementwise_affine
+        if elementwise_affine:
+            self.weight = nn.Parameter(torch.ones(shape))  # normalized_shape
+            self.bias = nn.Parameter(torch.zeros(shape)) if bias else None  # normalized_shape
+        else:
+            self.weight = None
+            self.bias = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.size(-1) != self.normalized_shape[0]:
+        k = len(self.normalized_shape)
+        if tuple(x.shape[-k:]) != self.normalized_shape:
             raise ValueError(
-                f"expected input width {self.normalized_shape[0]}, got shape {tuple(x.shape)}"
+                f"expected the last dimensions of the input to be {self.normalized_shape}, got "
+                f"shape {tuple(x.shape)}"
             )
-        mean = x.mean(dim=-1, keepdim=True)  # (..., 1)
-        var = x.var(dim=-1, unbiased=False, keepdim=True)  # (..., 1)
-        return (x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias  # (..., E)
+        dims = tuple(range(-k, 0))
+        mean = x.mean(dim=dims, keepdim=True)  # (..., 1, ..., 1)
+        var = x.var(dim=dims, unbiased=False, keepdim=True)  # (..., 1, ..., 1)
+        out = (x - mean) / torch.sqrt(var + self.eps)  # x's shape
+        if self.weight is not None:
+            out = out * self.weight
+        if self.bias is not None:
+            out = out + self.bias
+        return out
 
 
 class AddNorm(nn.Module):

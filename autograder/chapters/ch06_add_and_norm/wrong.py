@@ -1,11 +1,13 @@
-"""Known-wrong implementations for chapter 6: the mistakes the checks must catch.
+"""Known-wrong implementations for chapter 6: the mistakes the checks must catch and name.
 
-Each entry is a plausible student mistake. ``tests/test_chapter_contract.py`` runs every check on
-every entry and requires its part's check to fail (and every other part's to pass, with the
-mistake in the student's namespace), so a check that grows lax, or one that charges a mistake to
-the wrong part, is noticed.
+Each entry is a plausible student mistake and the phrase its check's message must contain.
+``tests/test_chapter_contract.py`` runs each name's checks on each entry and requires one to fail
+with that phrase (and every other name's to pass, with the mistake in the student's namespace), so
+a check that grows lax, or one that charges a mistake to the wrong part, is noticed. The LayerNorm
+check computes these same classes to say which mistake a student's LayerNorm made, so each
+mistake is written once, here.
 
-``WRONG`` maps the name of the graded class to {mistake: implementation}.
+``WRONG`` maps the name of the graded class to {mistake: Mistake(impl, says)}.
 """
 
 from __future__ import annotations
@@ -14,70 +16,119 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from autograder.chapters import Mistake
+
 from . import reference as ref
 
 # --- LayerNorm --------------------------------------------------------------------------------
 
 
 class _LN(ref.LayerNorm):
+    """The reference's parameters and signature; a subclass changes one step of forward."""
+
+    def dims(self, x):
+        return tuple(range(-len(self.normalized_shape), 0))
+
     def stats(self, x):
-        return x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True)
+        dims = self.dims(x)
+        return x.mean(dims, keepdim=True), x.var(dims, unbiased=False, keepdim=True)
+
+    def normalize(self, x, mean, var):
+        return (x - mean) / torch.sqrt(var + self.eps)
+
+    def affine(self, y):
+        if self.weight is not None:
+            y = y * self.weight
+        if self.bias is not None:
+            y = y + self.bias
+        return y
 
     def forward(self, x):
-        mean, var = self.stats(x)
-        return (x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias
+        return self.affine(self.normalize(x, *self.stats(x)))
 
 
 class LayerNormOverBatch(_LN):
-    """The statistics of BatchNorm: over the first axis."""
+    """The statistics of BatchNorm: each feature over the first axis."""
 
-    def stats(self, x):
-        return x.mean(0, keepdim=True), x.var(0, unbiased=False, keepdim=True)
+    def dims(self, x):
+        return (0,)
 
 
 class LayerNormOverSequence(_LN):
-    """Over the positions of a sequence, axis -2."""
+    """Over the positions of a sequence, axis -2 (the last of the leading dimensions)."""
 
-    def stats(self, x):
-        return x.mean(-2, keepdim=True), x.var(-2, unbiased=False, keepdim=True)
+    def dims(self, x):
+        return (-len(self.normalized_shape) - 1,)
 
 
 class LayerNormUnbiasedVariance(_LN):
-    """torch.var's default divides by E - 1."""
+    """torch.var's default divides by the number of entries minus 1."""
 
     def stats(self, x):
-        return x.mean(-1, keepdim=True), x.var(-1, keepdim=True)
+        dims = self.dims(x)
+        return x.mean(dims, keepdim=True), x.var(dims, keepdim=True)
 
 
 class LayerNormEpsOutsideSqrt(_LN):
-    def forward(self, x):
-        mean, var = self.stats(x)
-        return (x - mean) / (var.sqrt() + self.eps) * self.weight + self.bias
+    def normalize(self, x, mean, var):
+        return (x - mean) / (var.sqrt() + self.eps)
 
 
 class LayerNormNoAffine(_LN):
-    def forward(self, x):
-        mean, var = self.stats(x)
-        return (x - mean) / torch.sqrt(var + self.eps)
+    """Normalizes and stops: the gain and the bias exist but are never used."""
+
+    def affine(self, y):
+        return y
 
 
 class LayerNormIgnoresEps(_LN):
-    def forward(self, x):
-        mean, var = self.stats(x)
-        return (x - mean) / torch.sqrt(var + 1e-5) * self.weight + self.bias
+    def normalize(self, x, mean, var):
+        return (x - mean) / torch.sqrt(var + 1e-5)
+
+
+class LayerNormLastDimOnly(_LN):
+    """Right for an int normalized_shape; with a tuple, normalizes over the last dimension only."""
+
+    def dims(self, x):
+        return (-1,)
+
+
+class LayerNormAlwaysAffine(_LN):
+    """Creates the gain and the bias whatever elementwise_affine and bias say."""
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True):
+        super().__init__(normalized_shape, eps)
 
 
 class LayerNormGammaBeta(nn.Module):
     """The paper's names for the parameters, not torch's."""
 
-    def __init__(self, normalized_shape, eps=1e-5):
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True):
         super().__init__()
         self.eps = eps
-        self.gamma = nn.Parameter(torch.ones(normalized_shape))
-        self.beta = nn.Parameter(torch.zeros(normalized_shape))
+        self.shape = (
+            (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        )
+        self.gamma = nn.Parameter(torch.ones(self.shape))
+        self.beta = nn.Parameter(torch.zeros(self.shape))
 
     def forward(self, x):
-        return F.layer_norm(x, x.shape[-1:], self.gamma, self.beta, self.eps)
+        return F.layer_norm(x, self.shape, self.gamma, self.beta, self.eps)
+
+
+class LayerNormPageSignature(nn.Module):
+    """The chapter page's LayerNorm: one int width and eps, nothing else."""
+
+    def __init__(self, width, eps=1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(width))
+        self.bias = nn.Parameter(torch.zeros(width))
+
+    def forward(self, x):
+        mu = x.mean(dim=-1, keepdim=True)
+        var = x.var(dim=-1, unbiased=False, keepdim=True)
+        return (x - mu) / torch.sqrt(var + self.eps) * self.weight + self.bias
 
 
 # --- AddNorm ----------------------------------------------------------------------------------
@@ -186,8 +237,9 @@ class EncoderLayerIgnoresMask(ref.EncoderLayer):
 
 
 class EncoderLayerNoBatchFirst(ref.EncoderLayer):
-    def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.0, norm_first=False,
-                 eps=1e-5):
+    def __init__(
+        self, d_model, nhead, dim_feedforward=2048, dropout=0.0, norm_first=False, eps=1e-5
+    ):
         super().__init__(d_model, nhead, dim_feedforward, dropout, norm_first, eps)
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
 
@@ -195,8 +247,9 @@ class EncoderLayerNoBatchFirst(ref.EncoderLayer):
 class EncoderLayerAlwaysPostLN(ref.EncoderLayer):
     """Forgets to pass norm_first on to the AddNorm modules."""
 
-    def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.0, norm_first=False,
-                 eps=1e-5):
+    def __init__(
+        self, d_model, nhead, dim_feedforward=2048, dropout=0.0, norm_first=False, eps=1e-5
+    ):
         super().__init__(d_model, nhead, dim_feedforward, dropout, False, eps)
 
 
@@ -216,48 +269,41 @@ class EncoderLayerSkipsFFNResidual(ref.EncoderLayer):
 
 WRONG = {
     "LayerNorm": {
-        c.__name__: c
-        for c in (
-            LayerNormOverBatch,
-            LayerNormOverSequence,
-            LayerNormUnbiasedVariance,
-            LayerNormEpsOutsideSqrt,
-            LayerNormNoAffine,
-            LayerNormIgnoresEps,
-            LayerNormGammaBeta,
-        )
+        "LayerNormOverBatch": Mistake(LayerNormOverBatch, "as BatchNorm does"),
+        "LayerNormOverSequence": Mistake(LayerNormOverSequence, "across the positions"),
+        "LayerNormUnbiasedVariance": Mistake(LayerNormUnbiasedVariance, "unbiased"),
+        "LayerNormEpsOutsideSqrt": Mistake(LayerNormEpsOutsideSqrt, "outside the square root"),
+        "LayerNormNoAffine": Mistake(LayerNormNoAffine, "are not applied"),
+        "LayerNormIgnoresEps": Mistake(LayerNormIgnoresEps, "eps is ignored"),
+        "LayerNormLastDimOnly": Mistake(LayerNormLastDimOnly, "the last 2 dimensions together"),
+        "LayerNormAlwaysAffine": Mistake(LayerNormAlwaysAffine, "elementwise_affine=False"),
+        "LayerNormGammaBeta": Mistake(LayerNormGammaBeta, "a parameter called weight"),
+        "LayerNormPageSignature": Mistake(LayerNormPageSignature, "keep the signature"),
     },
     "AddNorm": {
-        c.__name__: c
-        for c in (
-            AddNormAlwaysPostLN,
-            AddNormResidualAfterNorm,
-            AddNormPreLNSublayerOnX,
-            AddNormNoResidual,
-            AddNormDropsArgs,
-            AddNormDropoutOnSum,
-        )
+        "AddNormAlwaysPostLN": Mistake(AddNormAlwaysPostLN, "this is post-LN"),
+        "AddNormResidualAfterNorm": Mistake(
+            AddNormResidualAfterNorm, "the residual adds the normalized input"
+        ),
+        "AddNormPreLNSublayerOnX": Mistake(AddNormPreLNSublayerOnX, "in pre-LN it gets norm(x)"),
+        "AddNormNoResidual": Mistake(AddNormNoResidual, "the residual connection is missing"),
+        "AddNormDropsArgs": Mistake(AddNormDropsArgs, "further arguments"),
+        "AddNormDropoutOnSum": Mistake(AddNormDropoutOnSum, "the sublayer's output"),
     },
     "PositionwiseFeedForward": {
-        c.__name__: c
-        for c in (
-            FFNNoNonlinearity,
-            FFNGelu,
-            FFNReluAtTheEnd,
-            FFNIgnoresDimFeedforward,
-            FFNDropoutAlwaysOn,
-            FFNMixesPositions,
-        )
+        "FFNNoNonlinearity": Mistake(FFNNoNonlinearity, "no non-linearity"),
+        "FFNGelu": Mistake(FFNGelu, "GELU"),
+        "FFNReluAtTheEnd": Mistake(FFNReluAtTheEnd, "after linear2"),
+        "FFNIgnoresDimFeedforward": Mistake(FFNIgnoresDimFeedforward, "maps E to dim_feedforward"),
+        "FFNDropoutAlwaysOn": Mistake(FFNDropoutAlwaysOn, "identity in eval mode"),
+        "FFNMixesPositions": Mistake(FFNMixesPositions, "each position on its own"),
     },
     "EncoderLayer": {
-        c.__name__: c
-        for c in (
-            EncoderLayerFlippedMask,
-            EncoderLayerIgnoresMask,
-            EncoderLayerNoBatchFirst,
-            EncoderLayerAlwaysPostLN,
-            EncoderLayerFFNFirst,
-            EncoderLayerSkipsFFNResidual,
-        )
+        "EncoderLayerFlippedMask": Mistake(EncoderLayerFlippedMask, "the wrong way round"),
+        "EncoderLayerIgnoresMask": Mistake(EncoderLayerIgnoresMask, "does not reach the attention"),
+        "EncoderLayerNoBatchFirst": Mistake(EncoderLayerNoBatchFirst, "batch_first=True"),
+        "EncoderLayerAlwaysPostLN": Mistake(EncoderLayerAlwaysPostLN, "pass norm_first on"),
+        "EncoderLayerFFNFirst": Mistake(EncoderLayerFFNFirst, "the FFN comes before"),
+        "EncoderLayerSkipsFFNResidual": Mistake(EncoderLayerSkipsFFNResidual, "through add_norm2"),
     },
 }
