@@ -35,6 +35,7 @@ from autograder.toolkit import (
     check_devices,
     close,
     compare,
+    draw,
     dtype_name,
     module_state,
     raises,
@@ -104,21 +105,19 @@ _GROUPS_MESSAGE = (
 def _draw(shape, seed, device, dtype):
     """q (..., L, E), k (..., S, E), v (..., S, Ev) drawn from `seed`."""
     batch, L, S, E, Ev = shape
-    g = torch.Generator().manual_seed(seed)
-    q = torch.randn(*batch, L, E, generator=g, dtype=torch.float64)  # (..., L, E)
-    k = torch.randn(*batch, S, E, generator=g, dtype=torch.float64)  # (..., S, E)
-    v = torch.randn(*batch, S, Ev, generator=g, dtype=torch.float64)  # (..., S, Ev)
-    return (t.to(device=device, dtype=dtype) for t in (q, k, v))
+    q = draw((*batch, L, E), 3 * seed, device, dtype)  # (..., L, E)
+    k = draw((*batch, S, E), 3 * seed + 1, device, dtype)  # (..., S, E)
+    v = draw((*batch, S, Ev), 3 * seed + 2, device, dtype)  # (..., S, Ev)
+    return q, k, v
 
 
 def _draw_gqa(shape, seed, device, dtype):
     """q (..., Hq, L, E), k (..., Hkv, S, E), v (..., Hkv, S, Ev) drawn from `seed`."""
     batch, Hq, Hkv, L, S, E, Ev = shape
-    g = torch.Generator().manual_seed(seed + 50)
-    q = torch.randn(*batch, Hq, L, E, generator=g, dtype=torch.float64)  # (..., Hq, L, E)
-    k = torch.randn(*batch, Hkv, S, E, generator=g, dtype=torch.float64)  # (..., Hkv, S, E)
-    v = torch.randn(*batch, Hkv, S, Ev, generator=g, dtype=torch.float64)  # (..., Hkv, S, Ev)
-    return (t.to(device=device, dtype=dtype) for t in (q, k, v))
+    q = draw((*batch, Hq, L, E), 3 * seed + 500, device, dtype)  # (..., Hq, L, E)
+    k = draw((*batch, Hkv, S, E), 3 * seed + 501, device, dtype)  # (..., Hkv, S, E)
+    v = draw((*batch, Hkv, S, Ev), 3 * seed + 502, device, dtype)  # (..., Hkv, S, Ev)
+    return q, k, v
 
 
 def _tiled(query, kv):
