@@ -164,23 +164,12 @@ def check_split_heads(fn: Subject) -> None:
                 what = f"split_heads(x of shape ({dims}), num_heads={H}, {label(dtype, device)})"
                 out = _call_any_rank(what, lead, fn, x, H)
                 expected = split_heads(x, H)  # (..., H, L, D)
-                message = _named(out, expected, _SPLIT_MISTAKES, x, H)
-                if message:
-                    raise CheckFailed(f"{what}: {message}.")
-                if isinstance(out, torch.Tensor) and out.shape != expected.shape and len(lead) != 1:
-                    raise CheckFailed(
-                        f"{what}: wrong shape {tuple(out.shape)}, expected "
-                        f"{tuple(expected.shape)}. {_ANY_RANK}"
-                    )
-                compare(out, expected, what, hint=_SPLIT_HINT)
+                _compare_layout(out, expected, (_SPLIT_MISTAKES, x, H), lead, what, _SPLIT_HINT)
 
     x = draw((2, 4, 12), 50, "cpu", torch.float64)  # (B, L, E)
     g = draw((2, 3, 4, 4), 51, "cpu", torch.float64)  # (B, H, L, D)
     what = "split_heads(x of shape (B=2, L=4, E=12), num_heads=3), backward"
-    _, grads, _ = calling(what, fn.gradients, (x, 3), grad_output=g)
-    if not grads or grads[0] is None:
-        raise CheckFailed(f"{what}: no gradient reaches x; use torch operations only.")
-    compare(grads[0], merge_heads(g), f"{what}, gradient with respect to x")
+    _gradient_is(fn, (x, 3), g, merge_heads(g), what)
 
     x = draw((2, 3, 10), 52, "cpu", torch.float32)  # (B, L, E)
     raises(ValueError, "split_heads(x of width E=10, num_heads=3)", fn, x, 3)
@@ -200,15 +189,7 @@ def check_merge_heads(fn: Subject) -> None:
                 what = f"merge_heads(x of shape ({dims}), {label(dtype, device)})"
                 out = _call_merge(what, lead, fn, x)
                 expected = merge_heads(x)  # (..., L, E)
-                message = _named(out, expected, _MERGE_MISTAKES, x)
-                if message:
-                    raise CheckFailed(f"{what}: {message}.")
-                if isinstance(out, torch.Tensor) and out.shape != expected.shape and len(lead) != 1:
-                    raise CheckFailed(
-                        f"{what}: wrong shape {tuple(out.shape)}, expected "
-                        f"{tuple(expected.shape)}. {_ANY_RANK}"
-                    )
-                compare(out, expected, what, hint=_MERGE_HINT)
+                _compare_layout(out, expected, (_MERGE_MISTAKES, x), lead, what, _MERGE_HINT)
 
                 y = draw((*lead, L, E), seed + 200, device, dtype)  # (..., L, E)
                 what = f"merge_heads(split_heads(y, {H})) for y of shape {tuple(y.shape)}"
@@ -221,10 +202,28 @@ def check_merge_heads(fn: Subject) -> None:
     x = draw((2, 3, 4, 5), 150, "cpu", torch.float64)  # (B, H, L, D)
     g = draw((2, 4, 15), 151, "cpu", torch.float64)  # (B, L, E)
     what = "merge_heads(x of shape (B=2, H=3, L=4, D=5)), backward"
-    _, grads, _ = calling(what, fn.gradients, (x,), grad_output=g)
+    _gradient_is(fn, (x,), g, split_heads(g, 3), what)
+
+
+def _compare_layout(out, expected, mistakes: tuple, lead: tuple, what: str, hint: str) -> None:
+    """The known mistake `out` is, named; then a shape error on another rank, named; then the
+    values. `mistakes` is (the known mistakes, their arguments...)."""
+    message = _named(out, expected, *mistakes)
+    if message:
+        raise CheckFailed(f"{what}: {message}.")
+    if isinstance(out, torch.Tensor) and out.shape != expected.shape and len(lead) != 1:
+        raise CheckFailed(
+            f"{what}: wrong shape {tuple(out.shape)}, expected {tuple(expected.shape)}. {_ANY_RANK}"
+        )
+    compare(out, expected, what, hint=hint)
+
+
+def _gradient_is(fn: Subject, args: tuple, grad_output, expected, what: str) -> None:
+    """The gradient of <fn(*args), grad_output> with respect to args[0] is `expected`."""
+    _, grads, _ = calling(what, fn.gradients, args, grad_output=grad_output)
     if not grads or grads[0] is None:
         raise CheckFailed(f"{what}: no gradient reaches x; use torch operations only.")
-    compare(grads[0], split_heads(g, 3), f"{what}, gradient with respect to x")
+    compare(grads[0], expected, f"{what}, gradient with respect to x")
 
 
 def _call_merge(what: str, lead: tuple, fn, x):
