@@ -98,3 +98,21 @@ def visible_failures(slug: str, replacements: dict) -> dict[str, str | None]:
         else:
             results[cell.id] = None
     return results
+
+
+def visible_failures_of_correct_answers(slug: str) -> dict[str, dict[str, str]]:
+    """{answer: {visible-tests cell: message}} for the solution and each variant of the chapter's
+    right bank (each in the solution's namespace) that fails a visible test: a visible test that
+    a correct answer fails is as wrong as a hidden check that does."""
+    from autograder.chapters import load
+
+    answers = {"the solution": {}}
+    for name, variants in load(slug).right.items():
+        for variant, impl in variants.items():
+            answers[f"{name}: {variant}"] = {name: impl}
+    failing = {}
+    for answer, replacements in answers.items():
+        failed = {cell: m for cell, m in visible_failures(slug, replacements).items() if m}
+        if failed:
+            failing[answer] = failed
+    return failing
