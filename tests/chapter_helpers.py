@@ -1,5 +1,6 @@
-"""What the chapters' test files share: the devices they run on, and a known mistake judged in the
-real sandbox next to the rest of the chapter's solution.
+"""What the chapters' test files share: the devices they run on, a known mistake judged in the
+real sandbox next to the rest of the chapter's solution, the behaviour cells a mistake fails, and
+what the notebook's visible tests tell a student whose answer holds a given mistake or variant.
 
 Not here: what a chapter's tests assert (each test file says it), and the contract every chapter
 meets (test_chapter_contract.py).
