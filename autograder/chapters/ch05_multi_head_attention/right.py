@@ -23,6 +23,14 @@ from torch import nn
 # --- split_heads ------------------------------------------------------------------------------
 
 
+def split_heads_three_dims(x, num_heads):
+    """Exactly the (B, L, E) the instructions promise, unpacked, then permuted."""
+    B, L, E = x.shape
+    if num_heads <= 0 or E % num_heads:
+        raise ValueError(f"E={E} is not divisible by num_heads={num_heads}")
+    return x.view(B, L, num_heads, E // num_heads).permute(0, 2, 1, 3)  # (B, H, L, D)
+
+
 def split_heads_reshape_permute(x, num_heads):
     *lead, L, E = x.shape
     if num_heads < 1 or E % num_heads != 0:
@@ -56,6 +64,12 @@ def split_heads_chunks(x, num_heads, contiguous=False):
 
 
 # --- merge_heads ------------------------------------------------------------------------------
+
+
+def merge_heads_four_dims(x):
+    """Exactly the (B, H, L, D) the instructions promise, unpacked, then permuted."""
+    B, H, L, D = x.shape
+    return x.permute(0, 2, 1, 3).reshape(B, L, H * D)  # (B, L, E)
 
 
 def merge_heads_movedim(x):
@@ -289,6 +303,7 @@ RIGHT = {
     "split_heads": {
         f.__name__: f
         for f in (
+            split_heads_three_dims,
             split_heads_reshape_permute,
             split_heads_stack_slices,
             split_heads_einsum,
@@ -298,6 +313,7 @@ RIGHT = {
     "merge_heads": {
         f.__name__: f
         for f in (
+            merge_heads_four_dims,
             merge_heads_movedim,
             merge_heads_cat,
             merge_heads_einsum,

@@ -47,14 +47,6 @@ def split_transpose_wrong_dims(x, num_heads):
     return x.unflatten(-1, (num_heads, x.size(-1) // num_heads)).transpose(-2, -1)  # (..., L, D, H)
 
 
-def split_batched_only(x, num_heads):
-    """Right for (B, L, E), but unpacks exactly three dimensions."""
-    B, L, E = x.shape
-    if num_heads <= 0 or E % num_heads:
-        raise ValueError(f"E={E} is not divisible by num_heads={num_heads}")
-    return x.view(B, L, num_heads, E // num_heads).transpose(1, 2)  # (B, H, L, D)
-
-
 def split_no_value_error(x, num_heads):
     """Right when E divides, but lets view raise its own RuntimeError when it does not."""
     *lead, L, E = x.shape
@@ -84,12 +76,6 @@ def merge_view_after_transpose(x):
     """``view`` on the transposed tensor, which is not contiguous: raises RuntimeError."""
     *lead, H, L, D = x.shape
     return x.transpose(-3, -2).view(*lead, L, H * D)
-
-
-def merge_batched_only(x):
-    """Right for (B, H, L, D), but unpacks exactly four dimensions."""
-    B, H, L, D = x.shape
-    return x.transpose(1, 2).reshape(B, L, H * D)  # (B, L, E)
 
 
 # --- MultiHeadAttention -----------------------------------------------------------------------
@@ -269,18 +255,16 @@ class MHAAlwaysAveraged(_Base):
 WRONG = {
     "split_heads": {
         "split_no_transpose": Mistake(split_no_transpose, "still after the positions"),
-        "split_view_heads_first": Mistake(split_view_heads_first, "straight to (..., H, L, D)"),
+        "split_view_heads_first": Mistake(split_view_heads_first, "straight to (B, H, L, D)"),
         "split_interleaved": Mistake(split_interleaved, "contiguous slice"),
         "split_transpose_wrong_dims": Mistake(split_transpose_wrong_dims, "instead of with L"),
-        "split_batched_only": Mistake(split_batched_only, "any number of leading dimensions"),
         "split_no_value_error": Mistake(split_no_value_error, "must raise ValueError"),
     },
     "merge_heads": {
-        "merge_no_transpose": Mistake(merge_no_transpose, "straight to (..., L, E)"),
+        "merge_no_transpose": Mistake(merge_no_transpose, "straight to (B, L, E)"),
         "merge_feature_major": Mistake(merge_feature_major, "interleaved"),
         "merge_reversed_heads": Mistake(merge_reversed_heads, "reverse order"),
         "merge_view_after_transpose": Mistake(merge_view_after_transpose, "not contiguous"),
-        "merge_batched_only": Mistake(merge_batched_only, "any number of leading dimensions"),
     },
     "MultiHeadAttention": {
         "MHAMissingTranspose": Mistake(MHAMissingTranspose, "never transposed"),
