@@ -4,6 +4,7 @@
 #   make exercises   regenerate exercises/ (nbgrader's student release) from solutions/
 #   make autograde   grade every submission in grading/submitted/
 #   make bench       benchmarks
+#   make checkpoints train the course's models to convergence into attention_data/checkpoints
 #   make publish     the public release (book + exercises, no answers) into _build/public
 #   make serve       read the built book on http://localhost:8000
 #   make clean       remove build outputs (never submissions or the gradebook)
@@ -17,7 +18,7 @@ STAMP := $(VENV)/.installed
 ASSIGNMENTS := $(notdir $(wildcard solutions/ch*))
 VENDOR := book/_vendor
 
-.PHONY: install book test exercises autograde bench clean lint vendor lock publish deploy serve
+.PHONY: install book test exercises autograde bench checkpoints clean lint vendor lock publish deploy serve
 
 install: $(STAMP)
 
@@ -69,6 +70,10 @@ bench: install
 	$(BIN)/python bench/bench_sdpa.py
 	$(BIN)/python bench/bench_grader.py
 	$(BIN)/python bench/bench_bpe.py
+
+# Minutes per model on a CPU (nice: a long job), faster with DEVICE=cuda; MODELS= picks some.
+checkpoints: install
+	nice -n 10 $(BIN)/python -m attention_data.train $(MODELS) --device $(or $(DEVICE),cpu)
 
 lock: install
 	$(PY) -m pip freeze --exclude-editable | sed 's/+cpu$$//' > constraints.txt

@@ -8,6 +8,12 @@
 - :mod:`attention_data.depth`: post-LN against pre-LN stacks of encoder layers trained at several
   depths and seeds, with and without warm-up; the script writes ``depth.json`` (results and
   provenance), which chapter 6 loads.
+- :mod:`attention_data.models`: the translators chapters 1–3 and the capstone compare (chapter 1's
+  encoder–decoder, Cho et al.'s baseline, Bahdanau's and Luong's attention models, the
+  Transformer), written once, and :func:`~attention_data.models.score` on word lists.
+- :mod:`attention_data.train` (``make checkpoints``): trains them to convergence, seeded; and
+  :mod:`attention_data.checkpoints`: the small checkpoints it writes, their provenance, and
+  ``load(name)`` for the pages.
 
-This package is public: it holds data, not answers. The grader never imports it.
+This package is public: it holds data, models and checkpoints, not answers. The grader never imports it.
 """
