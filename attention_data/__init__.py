@@ -15,5 +15,6 @@
   :mod:`attention_data.checkpoints`: the small checkpoints it writes, their provenance, and
   ``load(name)`` for the pages.
 
-This package is public: it holds data, models and checkpoints, not answers. The grader never imports it.
+This package is public: it holds data, models and checkpoints, not answers. The grader never
+imports it.
 """
