@@ -705,7 +705,7 @@ class Transformer(nn.Module):
         self,
         *,
         vocab_size,
-        d_model=128,
+        d_model=64,
         nhead=4,
         num_encoder_layers=2,
         num_decoder_layers=2,
@@ -819,7 +819,7 @@ MODELS = {
     "transformer": (
         Transformer,
         {
-            "d_model": 128,
+            "d_model": 64,
             "nhead": 4,
             "num_encoder_layers": 2,
             "num_decoder_layers": 2,

@@ -93,7 +93,7 @@ TRANSFORMER_RECIPE = Recipe(
     betas=(0.9, 0.98),
     eps=1e-9,
     label_smoothing=0.1,
-    warmup=800,
+    warmup=1000,
     patience=6,
     halvings=0,
     max_epochs=120,
@@ -349,6 +349,7 @@ def train(
     }
     if tokenizer is not None:
         provenance["tokenizer sha256"] = hashlib.sha256(tokenizer.to_str().encode()).hexdigest()
+    provenance = json.loads(json.dumps(provenance))  # as the JSON file gives it back
     log(
         f"{name}: {update} updates in {seconds / 60:.1f} min; the kept model (update "
         f"{best_update}) in float16: valid exact match {valid['exact match']:.4f}, token accuracy "
