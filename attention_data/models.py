@@ -567,14 +567,13 @@ class _MultiHeadAttention(nn.Module):
     (self-attention while decoding) the new positions' keys and values are appended.
     """
 
-    def __init__(self, *, embed_dim, num_heads, dropout):
+    def __init__(self, *, embed_dim, num_heads):
         super().__init__()
         self.num_heads = num_heads
         self.q_proj = nn.Linear(embed_dim, embed_dim)
         self.k_proj = nn.Linear(embed_dim, embed_dim)
         self.v_proj = nn.Linear(embed_dim, embed_dim)
         self.out_proj = nn.Linear(embed_dim, embed_dim)
-        self.dropout = nn.Dropout(dropout)
         self.keep_weights, self.weights = False, None
 
     def _heads(self, x):
@@ -597,7 +596,7 @@ class _MultiHeadAttention(nn.Module):
         weights = _softmax_where_allowed(scores, allowed)  # (B, H, L, S)
         if self.keep_weights:
             self.weights = weights.detach()
-        heads = self.dropout(weights) @ v  # (B, H, L, D)
+        heads = weights @ v  # (B, H, L, D)
         B, H, L, D = heads.shape
         return self.out_proj(heads.transpose(1, 2).reshape(B, L, H * D))  # (B, L, E)
 
@@ -605,14 +604,13 @@ class _MultiHeadAttention(nn.Module):
 class _FeedForward(nn.Module):
     """Chapter 6's position-wise network: up E -> F, ReLU, down F -> E."""
 
-    def __init__(self, *, d_model, dim_feedforward, dropout):
+    def __init__(self, *, d_model, dim_feedforward):
         super().__init__()
         self.up = nn.Linear(d_model, dim_feedforward)
         self.down = nn.Linear(dim_feedforward, d_model)
-        self.drop = nn.Dropout(dropout)
 
     def forward(self, x):
-        return self.down(self.drop(torch.relu(self.up(x))))  # (..., E)
+        return self.down(torch.relu(self.up(x)))  # (..., E)
 
 
 class _AddNorm(nn.Module):
@@ -630,11 +628,9 @@ class _AddNorm(nn.Module):
 class _EncoderBlock(nn.Module):
     def __init__(self, *, d_model, nhead, dim_feedforward, dropout):
         super().__init__()
-        self.self_attn = _MultiHeadAttention(embed_dim=d_model, num_heads=nhead, dropout=dropout)
+        self.self_attn = _MultiHeadAttention(embed_dim=d_model, num_heads=nhead)
         self.add_norm_attn = _AddNorm(d_model=d_model, dropout=dropout)
-        self.feed_forward = _FeedForward(
-            d_model=d_model, dim_feedforward=dim_feedforward, dropout=dropout
-        )
+        self.feed_forward = _FeedForward(d_model=d_model, dim_feedforward=dim_feedforward)
         self.add_norm_ff = _AddNorm(d_model=d_model, dropout=dropout)
 
     def forward(self, x, allowed):
@@ -645,13 +641,11 @@ class _EncoderBlock(nn.Module):
 class _DecoderBlock(nn.Module):
     def __init__(self, *, d_model, nhead, dim_feedforward, dropout):
         super().__init__()
-        self.self_attn = _MultiHeadAttention(embed_dim=d_model, num_heads=nhead, dropout=dropout)
+        self.self_attn = _MultiHeadAttention(embed_dim=d_model, num_heads=nhead)
         self.add_norm_self = _AddNorm(d_model=d_model, dropout=dropout)
-        self.cross_attn = _MultiHeadAttention(embed_dim=d_model, num_heads=nhead, dropout=dropout)
+        self.cross_attn = _MultiHeadAttention(embed_dim=d_model, num_heads=nhead)
         self.add_norm_cross = _AddNorm(d_model=d_model, dropout=dropout)
-        self.feed_forward = _FeedForward(
-            d_model=d_model, dim_feedforward=dim_feedforward, dropout=dropout
-        )
+        self.feed_forward = _FeedForward(d_model=d_model, dim_feedforward=dim_feedforward)
         self.add_norm_ff = _AddNorm(d_model=d_model, dropout=dropout)
 
     def forward(self, x, memory, self_allowed, cross_allowed, cache=None):
@@ -684,14 +678,17 @@ class Transformer(nn.Module):
       ``feed_forward.up``/``down``, ``add_norm_ff.ln``.
 
     Each sublayer is post-LN, LN(x + dropout(sublayer(x))), as in the paper and chapter 6; the
-    feed-forward is ReLU; dropout also on the attention weights. There is no final LayerNorm after
-    either stack (the paper has none; ``nn.Transformer`` adds one: set its ``encoder.norm`` and
-    ``decoder.norm`` to None to compare). The map to ``nn.Transformer``'s names: its
-    ``self_attn.in_proj_weight`` is q_proj, k_proj and v_proj's weights stacked (and the bias
-    likewise), ``multihead_attn`` is ``cross_attn``, ``linear1``/``linear2`` are
+    feed-forward is ReLU. Dropout is the paper's: on each sublayer's output before the residual
+    sum, and on the sum of embeddings and positions; none on the attention weights or inside the
+    feed-forward (``nn.Transformer`` has both: with dropout 0 the two agree). There is no final
+    LayerNorm after either stack (the paper has none; ``nn.Transformer`` adds one: set its
+    ``encoder.norm`` and ``decoder.norm`` to None to compare). The map to ``nn.Transformer``'s
+    names: its ``self_attn.in_proj_weight`` is q_proj, k_proj and v_proj's weights stacked (and
+    the bias likewise), ``multihead_attn`` is ``cross_attn``, ``linear1``/``linear2`` are
     ``feed_forward.up``/``down``, ``norm1``/``norm2``/``norm3`` are ``add_norm_attn.ln`` and
     ``add_norm_ff.ln`` (encoder) or ``add_norm_self.ln``, ``add_norm_cross.ln`` and
-    ``add_norm_ff.ln`` (decoder).
+    ``add_norm_ff.ln`` (decoder). Set ``decoder[i].cross_attn.keep_weights = True`` to keep the
+    last call's attention weights (B, H, L, S) in ``decoder[i].cross_attn.weights``.
 
     Masks are True where attention is allowed (the opposite of ``nn.Transformer``'s
     ``*_key_padding_mask``): the source's padding in the encoder and the cross-attention, the
