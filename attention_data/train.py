@@ -378,7 +378,11 @@ def save(model: nn.Module, provenance: dict, out_dir: str | Path, state: dict | 
     (out / f"{name}.json").write_text(json.dumps(provenance, indent=1) + "\n")
 
 
-def main(argv=None) -> int:
+def _main(argv: list[str] | None = None) -> int:
+    """The command line (private: called with no names it trains every model, into the package's
+    checkpoints)."""
+    if argv is not None and not all(isinstance(a, str) for a in argv):
+        raise TypeError(f"argv must be a list of str, not {argv!r:.60}")
     parser = argparse.ArgumentParser(
         prog="python -m attention_data.train", description=__doc__.split("\n\n")[0]
     )
@@ -429,4 +433,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(_main())
