@@ -35,7 +35,6 @@ import json
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer
 
 from attention_data import models
 
@@ -62,9 +61,15 @@ def provenance(name: str, directory: str | Path = DIRECTORY) -> dict:
     return json.loads(path.read_text())
 
 
-def load_tokenizer(name: str = "transformer", directory: str | Path = DIRECTORY) -> Tokenizer:
-    """The BPE tokenizer a model was trained with (``<name>.tokenizer.json``), checked against
-    the SHA-256 its provenance records."""
+def load_tokenizer(name: str = "transformer", directory: str | Path = DIRECTORY):
+    """The BPE tokenizer a model was trained with (``<name>.tokenizer.json``), a Hugging Face
+    ``tokenizers.Tokenizer``, checked against the SHA-256 its provenance records."""
+    try:
+        from tokenizers import Tokenizer  # only the Transformer needs it
+    except ImportError:
+        raise ImportError(
+            "the Transformer's tokenizer needs Hugging Face tokenizers: pip install tokenizers"
+        ) from None
     record = provenance(name, directory)
     path = Path(directory) / f"{name}.tokenizer.json"
     if not path.exists():
