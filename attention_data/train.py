@@ -363,14 +363,14 @@ def train(
 def save(model: nn.Module, provenance: dict, out_dir: str | Path, state: dict | None = None):
     """Write ``<name>.pt`` (float16 weights and the constructor's arguments), ``<name>.json``
     (the provenance) and, for the Transformer, ``transformer.tokenizer.json`` into `out_dir`."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    name = provenance["name"]
+    name = provenance["name"]  # a wrong argument fails here, before any folder is made
     payload = {
         "name": name,
         "config": provenance["config"],
         "state_dict": state or half_state(model),
     }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     torch.save(payload, out / f"{name}.pt")
     tokenizer = getattr(model, "tokenizer", None)
     if tokenizer is not None:
@@ -378,11 +378,8 @@ def save(model: nn.Module, provenance: dict, out_dir: str | Path, state: dict | 
     (out / f"{name}.json").write_text(json.dumps(provenance, indent=1) + "\n")
 
 
-def _main(argv: list[str] | None = None) -> int:
-    """The command line (private: called with no names it trains every model, into the package's
-    checkpoints)."""
-    if argv is not None and not all(isinstance(a, str) for a in argv):
-        raise TypeError(f"argv must be a list of str, not {argv!r:.60}")
+def _command_line() -> argparse.ArgumentParser:
+    """The command line's parser (``python -m attention_data.train --help``)."""
     parser = argparse.ArgumentParser(
         prog="python -m attention_data.train", description=__doc__.split("\n\n")[0]
     )
@@ -406,7 +403,14 @@ def _main(argv: list[str] | None = None) -> int:
         default=str(Path(__file__).parent / "checkpoints"),
         help="where to write the checkpoints (default: the package's)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+# The command line runs here, not in a function: a graded check that calls every function of the
+# package with () or [] (tests/test_pages_are_not_answers.py does) must not start training.
+if __name__ == "__main__":
+    parser = _command_line()
+    args = parser.parse_args()
     unknown = [n for n in args.names if n not in course_models.MODELS]
     if unknown:
         parser.error(
@@ -417,8 +421,7 @@ def _main(argv: list[str] | None = None) -> int:
         parser.error("--device cuda: torch sees no CUDA device here")
     if args.threads:
         torch.set_num_threads(args.threads)
-    argv_used = sys.argv[1:] if argv is None else list(argv)
-    command = shlex.join(["python", "-m", "attention_data.train", *argv_used])
+    command = shlex.join(["python", "-m", "attention_data.train", *sys.argv[1:]])
     for name in args.names or list(course_models.MODELS):
         train(
             name,
@@ -429,8 +432,3 @@ def _main(argv: list[str] | None = None) -> int:
             command=command,
             log=lambda s: print(s, flush=True),
         )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main())
