@@ -118,7 +118,8 @@ def _public_package() -> dict[str, object]:
             continue
         module = importlib.import_module(info.name)
         found.update(_defined_in(vars(module), info.name))
-    return found
+    # A command line is no answer, and calling it would start a training run.
+    return {k: v for k, v in found.items() if k.rsplit(".", 1)[-1] not in {"main", "_main"}}
 
 
 @functools.cache

@@ -92,7 +92,7 @@ name = "attention-step-by-step-data"
 version = "0.1.0"
 description = "The data, models and checkpoints of Attention, step by step (seeded, no downloads)"
 requires-python = "{python}"
-dependencies = ["torch"]
+dependencies = ["torch", "tokenizers"]  # tokenizers: the capstone's subwords
 
 [tool.setuptools.packages.find]
 include = ["attention_data*"]
