@@ -25,6 +25,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from autograder import chapters
 from autograder.engine.grade import Course
 from autograder.instructor import collect as collect_mod
 from autograder.instructor.policy import Policy, parse_time
@@ -315,8 +316,9 @@ def test_a_week_from_an_lms_download_to_grades_the_lms_imports(tmp_path):
     )
     assert rows["jlee"]["status"] == "error" and "not valid JSON (line " in rows["jlee"]["reason"]
     assert rows["spark"]["status"] == "graded"
-    assert rows["spark"]["attention_scores_tests"] == "0"  # that part only
-    assert float(rows["spark"]["score"]) == full - float(rows["jdoe"]["attention_scores_tests"])
+    part_1 = [p.grade_id for p in chapters.load(A).parts_of("attention_scores")]
+    assert all(rows["spark"][g] == "0" for g in part_1)  # that part only
+    assert float(rows["spark"]["score"]) == full - sum(float(rows["jdoe"][g]) for g in part_1)
     where = "in your code at cell "
     spark = (course.feedback / "spark" / A / f"{A}.html").read_text()
     assert where in spark and "line 3: return query @ key.transpose(-2, -1) / dims[3]" in spark
