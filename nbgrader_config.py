@@ -90,7 +90,7 @@ c.LimitOutput.max_traceback = 3
 # A student who prints in a loop must not make the feedback unreadable.
 c.LimitOutput.max_lines = 200
 
-# Due dates and the late policy: the one place they are set (autograder/instructor/policy.py).
+# Due dates and the late policy: the one place they are set (autograder/course/policy.py).
 # A submission's time is its timestamp.txt: nbgrader's exchange writes one, and
 # `python -m autograder.instructor collect` writes the time the LMS's archive gives.
 # Dates and times written without a zone are in `timezone`. The penalty is a share of the

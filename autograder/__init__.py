@@ -4,6 +4,10 @@
   reference implementation, the checks its hidden tests call, and known-wrong implementations);
 - ``autograder.toolkit``: what every chapter's checks share (the student's code as a Subject,
   stand-ins for earlier parts, comparisons, property checks);
+- ``autograder.course``: the course on disk (paths, roster, late policy, what ``collect``
+  recorded of each submission, the gradebook's scores), below the two packages that use it:
 - ``autograder.engine``: grading machinery (the sandboxed runner, the judge, the batch command,
   the submission scanner). Its ``__init__`` describes the protocol.
+- ``autograder.instructor``: the instructor's commands around the grader (collect, feedback,
+  export, drop, rename). It may use the engine; the engine never uses it (tests/test_layers.py).
 """

@@ -26,10 +26,10 @@ import nbformat
 import pytest
 
 from autograder import chapters
-from autograder.engine.grade import Course
+from autograder.course import Course, record
+from autograder.course.policy import Policy, parse_time
+from autograder.course.roster import Roster, safe_id
 from autograder.instructor import collect as collect_mod
-from autograder.instructor.policy import Policy, parse_time
-from autograder.instructor.roster import Roster, safe_id
 
 A = "ch04_self_attention"
 REPO = Path(__file__).resolve().parents[1]
@@ -303,8 +303,19 @@ def test_a_week_from_an_lms_download_to_grades_the_lms_imports(tmp_path):
         course_root, "autograder.instructor", "collect", A, str(download), "--roster", str(roster)
     ).stdout
     assert "5 collected" not in out and "4 collected" in out, out
+    jdoe = record.read(course, A, "jdoe")  # what collect knows, in one record
+    assert jdoe.handed_in == {f"{A}.ipynb": f"Copy of {A}.ipynb"}
+    assert (jdoe.lms, jdoe.lms_id) == ("canvas", "101")
+    assert jdoe.when == dt.datetime(2027, 3, 15, 20, 0, tzinfo=SEOUL)  # the zip's time, in Seoul
+    assert record.read(course, A, "achoi").status == "no notebook"
     _grade(course_root)
     rows = _agree(course)
+    timings = {
+        r["student"]: r["timings"] for r in json.loads((course.reports / f"{A}.json").read_text())
+    }
+    for student in ("jdoe", "mkim", "spark"):  # graded: the parent's stages beside the worker's
+        assert {"gradebook", "feedback", "scanner"} <= set(timings[student]), timings[student]
+        assert all(seconds >= 0 for seconds in timings[student].values())
     assert set(rows) == {"jdoe", "mkim", "jlee", "spark", "achoi", "absent"}
     full = float(rows["jdoe"]["max_score"]) - 2  # the written answer waits for a hand
     assert (rows["jdoe"]["status"], float(rows["jdoe"]["score"])) == ("graded", full)

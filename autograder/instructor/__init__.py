@@ -8,10 +8,11 @@
 
 - :mod:`.collect`: Canvas and Moodle "download all submissions" archives, or a folder of
   ``<student>.ipynb`` files, into ``<grading>/submitted/<student>/<assignment>/``;
-- :mod:`.roster`: who the students are (``<grading>/roster.csv``), and their LMS ids;
-- :mod:`.policy`: due dates and the late policy (set in ``nbgrader_config.py``);
 - :mod:`.students`: dropping or renaming a student everywhere at once;
 - :mod:`.export`: a CSV shaped for the LMS's gradebook import.
+
+The roster, the late policy, the submission record and the gradebook's scores are the course
+layer's (``autograder.course``), which the grader uses too.
 
 Nothing here ever changes or deletes a student's submission: a replaced one is moved to
 ``<grading>/superseded/``, a dropped student's work to ``<grading>/dropped/``.

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("new")
     args = parser.parse_args(argv)
 
-    from autograder.engine.grade import Course
+    from autograder.course import Course
 
     course = Course.load(args.course)
     try:
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  warning: {w}")
             return 0
         if args.command == "feedback":
-            from autograder.engine.grade import refresh_feedback
+            from autograder.engine.feedback import refresh_feedback
 
             failed = refresh_feedback(course, args.assignment)
             for student, why in failed.items():

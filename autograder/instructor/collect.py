@@ -15,10 +15,10 @@ What it reads (never changes, never extracts to disk as is):
 
 What it writes, for each student: the notebook under the released name (when a student handed in
 exactly one notebook, whatever its name: "Copy of ch04_self_attention.ipynb" is the one; the row
-says so), ``timestamp.txt`` (the time of the archive's entry, which both LMSs set to the upload
-time; the zip has no time zone, so ``--archive-timezone``, by default the course's) and
-``collect.json`` (what was handed in, under which name, from where). A folder collected before
-with different contents is moved to ``<grading>/superseded/`` first, never overwritten.
+says so) and its record, ``collect.json`` (:mod:`autograder.course.record`: what was handed in,
+under which name, from where, and when: the time of the archive's entry, which both LMSs set to
+the upload time; the zip has no time zone, so ``--archive-timezone``, by default the course's).
+A folder collected before with different contents is moved to ``<grading>/superseded/`` first.
 
 Students are found on the roster (``--roster``, merged into ``<grading>/roster.csv``) by LMS id,
 then by name; without a roster, ids are made from the LMS's names and written to the roster, so
@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import json
 import re
 import shutil
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from autograder.instructor.roster import Roster, Student, safe_id
+from autograder.course import record
+from autograder.course.roster import Roster, Student, safe_id
 
 __all__ = ["Handed", "collect", "read_download"]
 
@@ -195,18 +195,16 @@ def collect(
     lms: str | None = None,
     tz: dt.tzinfo | None = None,
 ) -> list[Row]:
-    """Collect `download` into `course` (an :class:`autograder.engine.grade.Course`) for
+    """Collect `download` into `course` (an :class:`autograder.course.Course`) for
     `assignment`; return one row per download and per roster student."""
-    from autograder.instructor.policy import Policy
-
     released = sorted(p.name for p in (course.release / assignment).glob("*.ipynb"))
     if not released:
         raise ValueError(
             f"no released notebook in {course.release / assignment}: is {assignment!r} the "
             "assignment's slug, and has `make exercises` run?"
         )
-    tz = tz or Policy.from_config(_config(course)).timezone
-    roster = Roster.load(course.grading / "roster.csv")
+    tz = tz or course.policy().timezone
+    roster = course.roster()
     if roster_path is not None:
         for student in Roster.load(Path(roster_path)).students.values():
             roster.add(student)
@@ -240,14 +238,15 @@ def collect(
         when = max(whens) if whens else None
         row.submitted_at = when.isoformat() if when else ""
         folder = course.submitted / student.student_id / assignment
-        manifest = {
-            "lms": h.lms,
-            "lms_id": h.lms_id,
-            "download": str(Path(download).resolve()),
-            "handed_in": {name: f.name for name, f in files.items()},
-            "late_by_lms": h.late_by_lms,
-        }
-        row.status = _place(course, folder, files, when, manifest, stamp)
+        rec = record.Record(
+            handed_in={name: f.name for name, f in files.items()},
+            submitted_at=row.submitted_at,
+            lms=h.lms,
+            lms_id=h.lms_id,
+            late_by_lms=h.late_by_lms,
+            download=str(Path(download).resolve()),
+        )
+        row.status = _place(course, folder, files, rec, stamp)
         if row.status == "replaced":
             notes.append(f"the earlier collection is kept in superseded/{student.student_id}/")
         row.note = "; ".join(notes)
@@ -261,12 +260,6 @@ def collect(
     roster.save()
     _write_rows(course, assignment, rows)
     return rows
-
-
-def _config(course):
-    from autograder.engine.grade import load_config
-
-    return load_config(course.root)
 
 
 def _who(roster: Roster, h: Handed, taken: set[str]) -> tuple[Student, str]:
@@ -309,7 +302,7 @@ def safe_file(name: str) -> str:
     return stem + ".ipynb"
 
 
-def _place(course, folder: Path, files: dict[str, File], when, manifest, stamp) -> str:
+def _place(course, folder: Path, files: dict[str, File], rec: record.Record, stamp) -> str:
     """Write the student's folder; an earlier, different one is moved to superseded/ first."""
     new = {name: f.data for name, f in files.items()}
     status = "collected"
@@ -324,15 +317,13 @@ def _place(course, folder: Path, files: dict[str, File], when, manifest, stamp) 
     folder.mkdir(parents=True)
     for name, data in new.items():
         (folder / name).write_bytes(data)
-    if when is not None:
-        (folder / "timestamp.txt").write_text(when.isoformat())
-    (folder / "collect.json").write_text(json.dumps(manifest, indent=1))
+    record.write(folder, rec)
     return status
 
 
 def _write_rows(course, assignment: str, rows: list[Row]) -> Path:
     course.reports.mkdir(parents=True, exist_ok=True)
-    path = course.reports / f"{assignment}-collect.csv"
+    path = course.reports / record.COLLECT_TABLE.format(assignment=assignment)
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         names = list(Row.__dataclass_fields__)

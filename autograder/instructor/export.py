@@ -19,47 +19,33 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from autograder.instructor.roster import Roster
+from autograder.course import grades
 
 __all__ = ["export"]
 
 
 def _grades(course, assignment: str) -> tuple[dict[str, float | None], float]:
     """{student: score after the late penalty, or None while a part awaits hand grading}, max."""
-    from nbgrader.api import Gradebook, MissingEntry
-
-    out: dict[str, float | None] = {}
-    with Gradebook(f"sqlite:///{course.db_path}") as gb:
-        try:
-            a = gb.find_assignment(assignment)
-        except MissingEntry:
-            raise ValueError(
-                f"the gradebook has no assignment {assignment!r}: grade it first"
-            ) from None
-        max_score = float(a.max_score)
-        for sub in a.submissions:
-            waiting = any(g.needs_manual_grade for nb in sub.notebooks for g in nb.grades)
-            score = max(0.0, float(sub.score) - float(sub.late_submission_penalty or 0.0))
-            out[sub.student.id] = None if waiting else score
-    return out, max_score
+    submissions, max_score = grades.read(course, assignment)
+    return {s: None if g.needs_manual else g.score for s, g in submissions.items()}, max_score
 
 
 def export(course, assignment: str, lms: str, column: str | None = None) -> tuple[Path, list[str]]:
     """Write the import file; return its path and the warnings to show."""
     if lms not in ("canvas", "moodle"):
         raise ValueError(f"--lms must be canvas or moodle, not {lms!r}")
-    roster = Roster.load(course.grading / "roster.csv")
+    roster = course.roster()
     if not roster.students:
         raise ValueError(
             f"{course.grading / 'roster.csv'} is missing or empty: the LMS needs its own ids "
             "(collect writes them, or give collect --roster)"
         )
-    grades, max_score = _grades(course, assignment)
+    scores, max_score = _grades(course, assignment)
     warnings = []
-    waiting = sorted(s for s, g in grades.items() if g is None and s in roster)
+    waiting = sorted(s for s, g in scores.items() if g is None and s in roster)
     if waiting:
         warnings.append(f"parts still to grade by hand, grade left empty: {', '.join(waiting)}")
-    unknown = sorted(s for s in grades if s not in roster)
+    unknown = sorted(s for s in scores if s not in roster)
     if unknown:
         warnings.append(f"graded but not on the roster, not exported: {', '.join(unknown)}")
     no_id = sorted(s for s in roster if not getattr(roster.students[s], f"{lms}_id"))
@@ -81,7 +67,7 @@ def export(course, assignment: str, lms: str, column: str | None = None) -> tupl
             lms_id = getattr(s, f"{lms}_id")
             if not lms_id:
                 continue
-            grade = grades.get(sid, 0.0)  # on the roster, nothing handed in: 0
+            grade = scores.get(sid, 0.0)  # on the roster, nothing handed in: 0
             shown = "" if grade is None else f"{grade:g}"
             if lms == "canvas":
                 writer.writerow([s.name or sid, lms_id, s.sis_id, "", "", shown])

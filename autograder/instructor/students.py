@@ -15,7 +15,8 @@ import json
 import shutil
 from dataclasses import asdict
 
-from autograder.instructor.roster import _ID, Roster
+from autograder.course import grades
+from autograder.course.roster import _ID
 
 __all__ = ["drop", "rename"]
 
@@ -29,15 +30,15 @@ def _folders(course, student: str):
 
 
 def _known(course, student: str) -> bool:
-    from nbgrader.api import Gradebook, MissingEntry
+    from nbgrader.api import MissingEntry
 
     if any(p.exists() for p in _folders(course, student).values()):
         return True
-    if student in Roster.load(course.grading / "roster.csv"):
+    if student in course.roster():
         return True
     if not course.db_path.exists():
         return False
-    with Gradebook(f"sqlite:///{course.db_path}") as gb:
+    with grades.gradebook(course) as gb:
         try:
             gb.find_student(student)
         except MissingEntry:
@@ -47,7 +48,7 @@ def _known(course, student: str) -> bool:
 
 def drop(course, student: str) -> str:
     """Drop `student`; return where their work was moved."""
-    from nbgrader.api import Gradebook, MissingEntry
+    from nbgrader.api import MissingEntry
 
     if not _known(course, student):
         raise ValueError(f"no student {student!r}: not in submitted/, the roster or the gradebook")
@@ -58,25 +59,15 @@ def drop(course, student: str) -> str:
         if folder.exists():
             shutil.move(str(folder), str(target / name))
     if course.db_path.exists():
-        with Gradebook(f"sqlite:///{course.db_path}") as gb:
+        with grades.gradebook(course) as gb:
             try:
-                grades = {
-                    sub.assignment.name: {
-                        "score": sub.score,
-                        "max_score": sub.max_score,
-                        "grades": {
-                            g.cell.name: {"auto": g.auto_score, "manual": g.manual_score}
-                            for nb in sub.notebooks
-                            for g in nb.grades
-                        },
-                    }
-                    for sub in gb.find_student(student).submissions
-                }
-                (target / "gradebook.json").write_text(json.dumps(grades, indent=1))
+                subs = gb.find_student(student).submissions
+                held = {sub.assignment.name: grades.snapshot(sub) for sub in subs}
+                (target / "gradebook.json").write_text(json.dumps(held, indent=1))
                 gb.remove_student(student)
             except MissingEntry:
                 pass
-    roster = Roster.load(course.grading / "roster.csv")
+    roster = course.roster()
     if student in roster:
         (target / "roster.json").write_text(json.dumps(asdict(roster.students.pop(student))))
         roster.save()
@@ -86,7 +77,7 @@ def drop(course, student: str) -> str:
 
 def rename(course, old: str, new: str) -> None:
     """Give `old` the id `new` everywhere; refuse if `new` is taken or not a valid id."""
-    from nbgrader.api import Gradebook, MissingEntry
+    from nbgrader.api import MissingEntry
 
     if not _ID.match(new):
         raise ValueError(f"{new!r} is not a student id: letters, digits, '_', '-' or '.'")
@@ -98,7 +89,7 @@ def rename(course, old: str, new: str) -> None:
         if folder.exists():
             shutil.move(str(folder), str(_folders(course, new)[name]))
     if course.db_path.exists():
-        with Gradebook(f"sqlite:///{course.db_path}") as gb:
+        with grades.gradebook(course) as gb:
             try:
                 s = gb.find_student(old)
             except MissingEntry:
@@ -112,7 +103,7 @@ def rename(course, old: str, new: str) -> None:
                 gb.db.commit()
                 gb.db.expire_all()  # so that removing `old` finds no submission left to delete
                 gb.remove_student(old)
-    roster = Roster.load(course.grading / "roster.csv")
+    roster = course.roster()
     if old in roster:
         entry = roster.students.pop(old)
         entry.student_id = new
@@ -130,7 +121,7 @@ def rename(course, old: str, new: str) -> None:
 
 def _edit_reports(course, edit) -> None:
     """Apply `edit` to the rows of every assignment's report, and write the reports again."""
-    from autograder.engine.grade import StudentResult, write_reports
+    from autograder.engine.reports import StudentResult, write_reports
 
     for path in sorted(course.reports.glob("*.json")):
         try:

@@ -4,8 +4,8 @@
     c.AttentionCourse.due_dates = {"ch04_self_attention": "2027-03-15 23:59"}
     c.AttentionCourse.late_policy = {"grace_minutes": 15, "per_day": 0.1, "max_days": 7}
 
-A submission's time is its ``timestamp.txt`` (nbgrader's exchange writes one; ``collect`` writes
-the time the LMS archive gives). Times and due dates written without a zone are in ``timezone``.
+A submission's time is its record's (:mod:`.record`: the LMS archive's upload time, or nbgrader's
+``timestamp.txt``). Times and due dates written without a zone are in ``timezone``.
 
 The penalty is a share of the assignment's maximum, so that it does not move when a written
 answer is graded by hand later. A submission more than ``grace_minutes`` after the due date loses

@@ -1,0 +1,90 @@
+"""The course on disk, below both the engine and the instructor's commands.
+
+- :class:`Course`: where nbgrader keeps the course's folders (from ``nbgrader_config.py``);
+- :mod:`.policy`: due dates and the late policy;
+- :mod:`.roster`: who the students are (``<grading>/roster.csv``);
+- :mod:`.record`: what ``collect`` knows about one submission (names, time, LMS ids);
+- :mod:`.grades`: the gradebook's scores, the score after the late penalty computed once.
+
+It imports neither ``autograder.engine`` nor ``autograder.instructor`` (tests/test_layers.py).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Course", "load_config"]
+
+
+@dataclass(frozen=True)
+class Course:
+    """Where an nbgrader course keeps its folders, read from its nbgrader_config.py."""
+
+    root: Path
+    source: Path
+    release: Path
+    submitted: Path
+    autograded: Path
+    feedback: Path
+    db_path: Path
+
+    @property
+    def grading(self) -> Path:
+        """The folder of the students' work and everything made from it (never in git)."""
+        return self.submitted.parent
+
+    @property
+    def reports(self) -> Path:
+        return self.grading / "reports"
+
+    @property
+    def roster_path(self) -> Path:
+        return self.grading / "roster.csv"
+
+    @property
+    def db_url(self) -> str:
+        return f"sqlite:///{self.db_path}"
+
+    def config(self):
+        return load_config(self.root)
+
+    def policy(self):
+        """The due dates and late policy (ValueError naming a setting it cannot understand)."""
+        from autograder.course.policy import Policy
+
+        return Policy.from_config(self.config())
+
+    def roster(self):
+        from autograder.course.roster import Roster
+
+        return Roster.load(self.roster_path)
+
+    @classmethod
+    def load(cls, root: str | os.PathLike) -> Course:
+        root = Path(root).resolve()
+        if not (root / "nbgrader_config.py").is_file():
+            raise SystemExit(f"error: {root} has no nbgrader_config.py; pass --course COURSE_ROOT")
+        config = load_config(root)
+        cd = config.CourseDirectory
+        course_root = Path(cd.get("root", root))
+        db_url = cd.get("db_url", f"sqlite:///{course_root / 'gradebook.db'}")
+        if not db_url.startswith("sqlite:///"):
+            raise SystemExit(f"error: the batch grader needs an SQLite gradebook, got {db_url}")
+        db_path = Path(db_url.removeprefix("sqlite:///"))
+        return cls(
+            root=course_root,
+            source=course_root / cd.get("source_directory", "source"),
+            release=course_root / cd.get("release_directory", "release"),
+            submitted=course_root / cd.get("submitted_directory", "submitted"),
+            autograded=course_root / cd.get("autograded_directory", "autograded"),
+            feedback=course_root / cd.get("feedback_directory", "feedback"),
+            db_path=db_path if db_path.is_absolute() else course_root / db_path,
+        )
+
+
+def load_config(root: Path):
+    from traitlets.config.loader import PyFileConfigLoader
+
+    return PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
