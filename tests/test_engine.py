@@ -281,17 +281,19 @@ def attention_weights(query, key, attn_mask=None, is_causal=False, scale=None):
 
 # student -> (solution cell -> its new code, [(code of a cell the student adds, before which
 # cell)], how the notebook is edited, names that count as undefined for the expected score (the
-# attack removes them, or calling them would never return), scanner kinds the row must show)
+# attack removes them, or calling them would never return), scanner kinds the row must show:
+# the sandbox and the judge make patching, hooks, exits and outside reads moot, so the scanner
+# flags only what points at the grader)
 BANK = {
     "alice": ({}, [], None, (), set()),
     "bob": ({}, [], None, (), set()),
-    "snoop": ({}, [(SNOOP, "attention_scores_solution")], None, (), {"outside_read"}),
+    "snoop": ({}, [(SNOOP, "attention_scores_solution")], None, (), {"autograder_import"}),
     "allclose_patch": (
         {"attention_scores_solution": UNSCALED_SCORES},
         [(ALLCLOSE_PATCH, "attention_scores_solution")],
         None,
         (),
-        {"monkeypatch"},
+        set(),
     ),
     "check_rebind": (
         {"attention_weights_solution": FLOAT32_WEIGHTS},
@@ -305,7 +307,7 @@ BANK = {
         [(INPUT_TRANSFORMER, "attention_scores_solution")],
         None,
         (),
-        {"ipython_hook"},
+        set(),
     ),
     # Here, in the repository, it would find the solutions; its honest score is without them.
     "read_solutions": (
@@ -313,7 +315,7 @@ BANK = {
         [],
         None,
         ("measure_score_variance",),
-        {"outside_read"},
+        set(),
     ),
     "gradebook_write": ({}, [(GRADEBOOK_WRITE, "score_variance_solution")], None, (), set()),
     "os_exit": (
@@ -321,7 +323,7 @@ BANK = {
         [],
         "exit_in_self_attention",
         ("SelfAttention",),
-        {"process_exit"},
+        set(),
     ),
     "hanging_cell": ({}, [(HANGING_CELL, "sdpa_solution")], None, (), set()),
     # These never return: here, their part counts as failed without running them.
