@@ -281,17 +281,19 @@ def attention_weights(query, key, attn_mask=None, is_causal=False, scale=None):
 
 # student -> (solution cell -> its new code, [(code of a cell the student adds, before which
 # cell)], how the notebook is edited, names that count as undefined for the expected score (the
-# attack removes them, or calling them would never return), scanner kinds the row must show)
+# attack removes them, or calling them would never return), scanner kinds the row must show:
+# the sandbox and the judge make patching, hooks, exits and outside reads moot, so the scanner
+# flags only what points at the grader)
 BANK = {
     "alice": ({}, [], None, (), set()),
     "bob": ({}, [], None, (), set()),
-    "snoop": ({}, [(SNOOP, "attention_scores_solution")], None, (), {"outside_read"}),
+    "snoop": ({}, [(SNOOP, "attention_scores_solution")], None, (), {"autograder_import"}),
     "allclose_patch": (
         {"attention_scores_solution": UNSCALED_SCORES},
         [(ALLCLOSE_PATCH, "attention_scores_solution")],
         None,
         (),
-        {"monkeypatch"},
+        set(),
     ),
     "check_rebind": (
         {"attention_weights_solution": FLOAT32_WEIGHTS},
@@ -305,7 +307,7 @@ BANK = {
         [(INPUT_TRANSFORMER, "attention_scores_solution")],
         None,
         (),
-        {"ipython_hook"},
+        set(),
     ),
     # Here, in the repository, it would find the solutions; its honest score is without them.
     "read_solutions": (
@@ -313,7 +315,7 @@ BANK = {
         [],
         None,
         ("measure_score_variance",),
-        {"outside_read"},
+        set(),
     ),
     "gradebook_write": ({}, [(GRADEBOOK_WRITE, "score_variance_solution")], None, (), set()),
     "os_exit": (
@@ -321,7 +323,7 @@ BANK = {
         [],
         "exit_in_self_attention",
         ("SelfAttention",),
-        {"process_exit"},
+        set(),
     ),
     "hanging_cell": ({}, [(HANGING_CELL, "sdpa_solution")], None, (), set()),
     # These never return: here, their part counts as failed without running them.
@@ -725,8 +727,8 @@ def test_a_later_part_runs_on_the_students_own_earlier_part_when_it_passes():
 
 
 def test_dtypes_and_devices_cross_the_wire_by_name_and_nothing_else_does():
-    from autograder.engine.judge import _device
-    from autograder.engine.runner import ProtocolError, decode, encode
+    from autograder.engine.protocol import ProtocolError, decode, encode
+    from autograder.engine.protocol import device as _device
 
     value = (torch.float64, torch.device("cpu"), {("a", 1): torch.bool})
     assert decode(encode(value)) == value
@@ -736,6 +738,39 @@ def test_dtypes_and_devices_cross_the_wire_by_name_and_nothing_else_does():
     for forged in (("Y", "__class__"), ("Y", "Tensor"), ("Y",), ("V", "meta"), ("V", 0)):
         with pytest.raises(ProtocolError):
             decode(forged)
+
+
+def test_message_names_are_written_once_in_the_protocol_module():
+    """The runner and the judge name every message through autograder.engine.protocol; the
+    protocol's docstring lists every one."""
+    import ast
+
+    from autograder.engine import judge, protocol, runner
+
+    names = {
+        value
+        for cls in (protocol.Op, protocol.Event)
+        for key, value in vars(cls).items()
+        if not key.startswith("_")
+    }
+    assert {"fork", "ended", "exit", "run", "call", "stand_in"} <= names
+    for name in names:
+        assert f"``{name}``" in protocol.__doc__, name
+    for module in (runner, judge):
+        tree = ast.parse(inspect.getsource(module))
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef))
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+        }
+        literals = [
+            node.value
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and id(node) not in docstrings
+        ]
+        assert not names & set(literals), (module.__name__, names & set(literals))
 
 
 def test_a_dask_cluster_grades_like_local_workers(graded, tmp_path):

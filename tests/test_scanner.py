@@ -1,4 +1,4 @@
-"""Tests for the submission scanner: what it flags, what it leaves alone, notebooks, CLI.
+"""Tests for the submission scanner: what it flags, what it leaves alone, notebooks.
 
 A bank of malicious snippets, each with the kind (and line) it must produce, and a bank of honest
 code (the reference solution of every graded part, visible-test-like code, plotting, magics) that
@@ -8,8 +8,6 @@ must produce nothing. Notebooks are built in memory with nbformat and written un
 from __future__ import annotations
 
 import inspect
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -22,8 +20,6 @@ from autograder.engine.scanner import (
     KINDS,
     Finding,
     forbidden_builtins_for,
-    format_findings,
-    main,
     scan_notebook,
     scan_source,
 )
@@ -52,112 +48,10 @@ def wrap(lines):
 get_ipython().input_transformers_post.append(wrap)
 '''
 
+# Patching torch, IPython hooks, ending the process and reading files outside the folder are no
+# longer the scanner's: the sandbox holds nothing to read and the judge runs the checks outside
+# it (tests/test_engine.py attacks the grader with each of them).
 MALICIOUS = [
-    # monkeypatch
-    pytest.param("import torch\ntorch.allclose = lambda *a, **k: True", "monkeypatch", 2,
-                 id="torch.allclose assigned"),
-    pytest.param("import torch.testing as tt\ntt.assert_close = lambda *a, **k: None",
-                 "monkeypatch", 2, id="aliased torch.testing"),
-    pytest.param("from torch import testing as tt\ntt.assert_close = lambda *a, **k: None",
-                 "monkeypatch", 2, id="from torch import testing"),
-    pytest.param("from torch import allclose as _ac\n_ac = lambda *a, **k: True", "monkeypatch",
-                 2, id="rebinding an imported testing function"),
-    pytest.param('import torch\nsetattr(torch, "allclose", lambda *a, **k: True)', "monkeypatch",
-                 2, id="setattr on torch"),
-    pytest.param("import torch as t\nalias = t\nalias.allclose = f", "monkeypatch", 3,
-                 id="assignment alias of torch"),
-    pytest.param("import torch\ntorch.Tensor.__eq__ = lambda a, b: True", "monkeypatch", 2,
-                 id="dunder on torch.Tensor"),
-    pytest.param("import torch\ndel torch.allclose", "monkeypatch", 2, id="del torch attribute"),
-    pytest.param('import torch\nvars(torch)["allclose"] = f', "monkeypatch", 2,
-                 id="vars() item"),
-    pytest.param('import torch\ntorch.__dict__["allclose"] = f', "monkeypatch", 2,
-                 id="__dict__ item"),
-    pytest.param('import sys\nsys.modules["torch"] = fake', "monkeypatch", 2,
-                 id="sys.modules item"),
-    pytest.param("import builtins\nbuiltins.isinstance = lambda *a: True", "monkeypatch", 2,
-                 id="builtins.isinstance"),
-    pytest.param("__builtins__.len = lambda x: 0", "monkeypatch", 1, id="__builtins__ attribute"),
-    pytest.param('AssertionError = type("X", (Exception,), {})', "monkeypatch", 1,
-                 id="AssertionError rebound"),
-    pytest.param("class AssertionError(Exception):\n    pass", "monkeypatch", 1,
-                 id="AssertionError redefined"),
-    pytest.param("def isinstance(*args):\n    return True", "monkeypatch", 1,
-                 id="isinstance redefined"),
-    pytest.param("def cheat():\n    global len\n    len = lambda x: 0", "monkeypatch", 3,
-                 id="global rebinding in a function"),
-    pytest.param('globals()["AssertionError"] = Exception', "monkeypatch", 1,
-                 id="globals() item"),
-    pytest.param("import torch\ntorch = FakeTorch()", "monkeypatch", 2, id="torch rebound"),
-    pytest.param('from unittest import mock\nmock.patch("torch.allclose", f).start()',
-                 "monkeypatch", 2, id="mock.patch"),
-    pytest.param('from unittest.mock import patch\npatch.object(torch, "allclose", f).start()',
-                 "monkeypatch", 2, id="patch.object"),
-    pytest.param("import torch\ntorch.set_default_dtype(torch.float64)", "monkeypatch", 2,
-                 id="set_default_dtype"),
-    pytest.param("torch.backends.cuda.matmul.allow_tf32 = True", "monkeypatch", 1,
-                 id="torch.backends flag"),
-    pytest.param("torch.use_deterministic_algorithms(True)", "monkeypatch", 1,
-                 id="use_deterministic_algorithms"),
-    # ipython_hook
-    pytest.param(WRAP_TRANSFORMER, "ipython_hook", 4, id="input transformer wrapping cells"),
-    pytest.param("get_ipython().ast_transformers.append(Remover())", "ipython_hook", 1,
-                 id="ast transformer"),
-    pytest.param("get_ipython().events.register('pre_run_cell', hook)", "ipython_hook", 1,
-                 id="event callback"),
-    pytest.param("ip = get_ipython()\nip.set_custom_exc((Exception,), quiet)", "ipython_hook",
-                 2, id="custom exception handler through an alias"),
-    pytest.param("from IPython import get_ipython\nget_ipython().register_magic_function(f)",
-                 "ipython_hook", 2, id="magic registration"),
-    pytest.param("import sys\nsys.settrace(tracer)", "ipython_hook", 2, id="sys.settrace"),
-    pytest.param("import sys\nsys.excepthook = lambda *a: None", "ipython_hook", 2,
-                 id="sys.excepthook"),
-    pytest.param("import atexit\natexit.register(report)", "ipython_hook", 2, id="atexit"),
-    pytest.param("import signal\nsignal.signal(signal.SIGALRM, handler)", "ipython_hook", 2,
-                 id="signal handler"),
-    pytest.param("import sys\nsys.meta_path.insert(0, Finder())", "ipython_hook", 2,
-                 id="import hook"),
-    pytest.param("%config InteractiveShell.ast_node_interactivity = 'all'", "ipython_hook", 1,
-                 id="%config"),
-    pytest.param("import sys\ndef attention_scores(q, k):\n    return sys._getframe(1).f_locals",
-                 "ipython_hook", 3, id="reading the caller's frame"),
-    pytest.param("import inspect\nframes = inspect.stack()", "ipython_hook", 2,
-                 id="inspect.stack"),
-    # process_exit
-    pytest.param("import os\nos._exit(1)", "process_exit", 2, id="os._exit"),
-    pytest.param("import sys\nsys.exit(0)", "process_exit", 2, id="sys.exit"),
-    pytest.param("from sys import exit as done\ndone()", "process_exit", 2, id="aliased exit"),
-    pytest.param("raise SystemExit", "process_exit", 1, id="raise SystemExit"),
-    pytest.param("raise KeyboardInterrupt()", "process_exit", 1, id="raise KeyboardInterrupt"),
-    pytest.param("quit()", "process_exit", 1, id="quit"),
-    pytest.param("import os\nos.kill(os.getpid(), 9)", "process_exit", 2, id="os.kill"),
-    pytest.param("import ctypes", "process_exit", 1, id="ctypes"),
-    # outside_read
-    pytest.param(
-        "open('../../../../solutions/ch04_self_attention/ch04_self_attention.ipynb').read()",
-        "outside_read", 1, id="open the solutions"),
-    pytest.param("import sqlite3\nsqlite3.connect('../../../gradebook.db')", "outside_read", 2,
-                 id="sqlite3 gradebook"),
-    pytest.param("!cat ../../x", "outside_read", 1, id="shell escape"),
-    pytest.param("files = !ls ..", "outside_read", 1, id="shell escape into a variable"),
-    pytest.param("%%bash\ncat ../../solutions/x.ipynb", "outside_read", 1, id="bash cell"),
-    pytest.param("import os\nos.system('ls /')", "outside_read", 2, id="os.system"),
-    pytest.param("import subprocess\nsubprocess.run(['cat', 'x'])", "outside_read", 2,
-                 id="subprocess"),
-    pytest.param("from pathlib import Path\nPath('/etc/passwd').read_text()", "outside_read", 2,
-                 id="pathlib absolute"),
-    pytest.param("from pathlib import Path\n(Path.cwd().parent / 'solutions').iterdir()",
-                 "outside_read", 2, id="pathlib parent"),
-    pytest.param("import os\nos.listdir('..')", "outside_read", 2, id="os.listdir"),
-    pytest.param("import glob\nglob.glob('/home/*/gradebook.db')", "outside_read", 2,
-                 id="glob"),
-    pytest.param("import torch\nstate = torch.load('~/x.pt')", "outside_read", 2,
-                 id="torch.load home"),
-    pytest.param("def peek(path):\n    return open(path).read()", "outside_read", 2,
-                 id="computed path"),
-    pytest.param("%cd ../..", "outside_read", 1, id="%cd"),
-    pytest.param("import requests\nrequests.get('http://example.com')", "outside_read", 2,
-                 id="network"),
     # forbidden_builtin
     pytest.param("import torch.nn.functional as F\n"
                  "def scaled_dot_product_attention(q, k, v):\n"
@@ -201,12 +95,19 @@ MALICIOUS = [
     pytest.param("eval(code)", "dynamic_code", 1, id="eval of a variable"),
     pytest.param('import torch\nfn = getattr(torch, "all" + "close")', "dynamic_code", 2,
                  id="getattr with a computed name"),
+    pytest.param('import sys\nwhere = "/grader/runner.py" in sys.argv[0]', "autograder_import", 2,
+                 id="detecting the sandbox's runner"),
+    pytest.param('import os\nif os.getcwd() == "/sandbox":\n    pass', "autograder_import", 2,
+                 id="detecting the sandbox's folder"),
+    pytest.param('import importlib\nm = importlib.import_module(name)', "dynamic_code", 2,
+                 id="import_module of a computed name"),
     # a literal passed to exec is read as code
-    pytest.param('exec("import torch\\ntorch.allclose = lambda *a, **k: True")', "monkeypatch", 1,
-                 id="exec of a literal"),
+    pytest.param('exec("import torch\\ntorch.nn.functional.scaled_dot_product_attention(q, k, v)")',
+                 "forbidden_builtin", 1, id="exec of a literal"),
+    pytest.param('exec("import autograder")', "autograder_import", 1, id="exec of an import"),
     # cell magics whose body is code are read as code
-    pytest.param("%%time\nimport torch\ntorch.allclose = f", "monkeypatch", 3,
-                 id="inside %%time"),
+    pytest.param("%%time\nimport torch.nn.functional as G\nG.scaled_dot_product_attention(q, k, v)",
+                 "forbidden_builtin", 3, id="inside %%time"),
 ]
 
 
@@ -389,10 +290,10 @@ def test_forbidden_names_are_only_flagged_when_given():
 
 
 def test_code_is_stripped_and_cut_to_120_characters():
-    long_line = "    torch.allclose = " + " or ".join(["True"] * 40)
+    long_line = "    import autograder, " + ", ".join(["os"] * 40)
     (finding,) = scan_source("import torch\nif True:\n" + long_line)
     kind, line, code, _ = finding
-    assert (kind, line) == ("monkeypatch", 3)
+    assert (kind, line) == ("autograder_import", 3)
     assert code == long_line.strip()[:117] + "..." and len(code) == 120
 
 
@@ -408,7 +309,7 @@ def test_unparsable_cell_gives_one_finding_and_does_not_raise():
 ])
 def test_deeply_nested_code_gives_one_finding_and_does_not_crash(source, parses):
     assert (scanner._parse(source)[0] is not None) == parses
-    findings = scan_source(source + "\nimport os")
+    findings = scan_source(source + "\nimport autograder")
     assert [kind for kind, *_ in findings] == ["unparsable"]
 
 
@@ -460,22 +361,23 @@ def test_scan_notebook_uses_grade_id_and_reports_lines(forbidden):
 
 
 def test_untouched_release_cells_are_skipped_but_their_imports_count(forbidden):
-    nb = _submission("import torch\ntorch.allclose = f\nassert_close = lambda *a, **k: None")
+    nb = _submission("x = 1\nfun.scaled_dot_product_attention(q, k, v)")
     findings = scan_notebook(nb, forbidden_builtins=forbidden, release_nb=_release())
-    # The locked test cell imports autograder, but it is the instructor's and is skipped.
-    assert {f.cell_id for f in findings} == {"attention_scores_impl"}
-    assert [(f.kind, f.line) for f in findings] == [("monkeypatch", 2), ("monkeypatch", 3)]
-    assert "torch.testing.assert_close" in findings[1].message
+    # The locked test cell imports autograder, but it is the instructor's and is skipped; its
+    # import of torch.nn.functional as fun still tells what fun is.
+    assert [(f.cell_id, f.kind, f.line) for f in findings] == [
+        ("attention_scores_impl", "forbidden_builtin", 2)]
+    assert "torch.nn.functional.scaled_dot_product_attention" in findings[0].message
 
 
 def test_edited_locked_cell_is_scanned(forbidden):
-    edited = LOCKED_TEST + "\nfrom autograder.toolkit import CheckFailed\nimport os\nos._exit(0)"
+    edited = LOCKED_TEST + "\nfrom autograder.toolkit import CheckFailed\nimport os\neval(s)"
     nb = _submission("def attention_scores(query, key, scale=None):\n    return query",
                      test_cell=edited)
     findings = scan_notebook(nb, forbidden_builtins=forbidden, release_nb=_release())
     assert [(f.kind, f.cell_id, f.line) for f in findings] == [
         ("autograder_import", "attention_scores_tests", 3),
-        ("process_exit", "attention_scores_tests", 5),
+        ("dynamic_code", "attention_scores_tests", 5),
     ]
 
 
@@ -486,28 +388,28 @@ def test_without_a_release_every_code_cell_is_scanned(forbidden):
 
 
 def test_cell_id_falls_back_to_the_id_then_the_index():
-    with_id = v4.new_code_cell("import sys\nsys.exit(0)")
+    with_id = v4.new_code_cell("import sys\nimport nbgrader")
     with_id.id = "my-cell"
-    without_id = v4.new_code_cell("raise SystemExit")
+    without_id = v4.new_code_cell("import autograder")
     nb = v4.new_notebook(cells=[v4.new_markdown_cell("hi"), with_id, without_id])
     del nb.cells[2]["id"]  # after new_notebook, whose validation would put an id back
     assert [(f.cell_id, f.kind) for f in scan_notebook(nb)] == [
-        ("my-cell", "process_exit"), ("cell-2", "process_exit")]
+        ("my-cell", "autograder_import"), ("cell-2", "autograder_import")]
 
 
 def test_unparsable_cell_in_a_notebook_does_not_stop_the_scan():
-    nb = v4.new_notebook(cells=[_code("def broken(:", "a"), _code("import os\nos._exit(1)", "b")])
+    nb = v4.new_notebook(cells=[_code("def broken(:", "a"), _code("import os\neval(s)", "b")])
     assert [(f.kind, f.cell_id, f.line) for f in scan_notebook(nb)] == [
-        ("unparsable", "a", 1), ("process_exit", "b", 2)]
+        ("unparsable", "a", 1), ("dynamic_code", "b", 2)]
 
 
 def test_scan_notebook_reads_paths(tmp_path, forbidden):
     submitted, release = tmp_path / "submitted.ipynb", tmp_path / "release.ipynb"
-    nbformat.write(_submission("!cat ../../solutions/x.ipynb"), submitted)
+    nbformat.write(_submission("!ls /grader\nimport nbgrader.api"), submitted)
     nbformat.write(_release(), release)
     findings = scan_notebook(submitted, forbidden_builtins=forbidden, release_nb=str(release))
     assert [(f.kind, f.cell_id, f.code) for f in findings] == [
-        ("outside_read", "attention_scores_impl", "!cat ../../solutions/x.ipynb")]
+        ("autograder_import", "attention_scores_impl", "import nbgrader.api")]
 
 
 def test_forbidden_builtins_for():
@@ -521,97 +423,7 @@ def test_forbidden_builtins_for():
         forbidden_builtins_for("../ch04")
 
 
-# --------------------------------------------------------------------------------------------
-# Report and command line
-# --------------------------------------------------------------------------------------------
-
-
-def test_format_findings_lists_student_cell_kind_and_code():
-    report = format_findings({
-        "alice": [Finding("process_exit", "sdpa_impl", 2, "sys.exit(0)", "Ends the kernel.")],
-        "bob": [],
-    })
-    header, row, why = report.splitlines()[:3]
-    assert header.split() == ["student", "cell", "line", "kind", "code"]
-    assert row.split() == ["alice", "sdpa_impl", "2", "process_exit", "sys.exit(0)"]
-    assert why.strip() == "why: Ends the kernel."
-    assert "No findings: bob." in report
-    assert "1 finding for 1 of 2 notebook(s)" in report
-
-
-def test_cli_prints_findings_and_exits_0(tmp_path, capsys):
-    path = tmp_path / "submitted" / "carol" / "ch04_self_attention" / "ch04_self_attention.ipynb"
-    path.parent.mkdir(parents=True)
-    release = tmp_path / "release.ipynb"
-    nbformat.write(_submission("import torch.nn.functional as F\n"
-                               "out = F.scaled_dot_product_attention(q, k, v)"), path)
-    nbformat.write(_release(), release)
-    assert main([str(path), "--release", str(release)]) == 0
-    out = capsys.readouterr().out
-    assert "carol" in out and "forbidden_builtin" in out and "attention_scores_impl" in out
-    assert "autograder_import" not in out  # the locked test cell is skipped
-
-
-def test_cli_finds_the_release_in_exercises_by_default(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    name = "ch04_self_attention.ipynb"
-    release = tmp_path / "exercises" / "ch04_self_attention" / name
-    path = tmp_path / "submitted" / "dave" / "ch04_self_attention" / name
-    for folder in (release.parent, path.parent):
-        folder.mkdir(parents=True)
-    nbformat.write(_release(), release)
-    nbformat.write(_submission("import sys\nsys.exit(0)"), path)
-    assert main([str(path.relative_to(tmp_path))]) == 0
-    captured = capsys.readouterr()
-    assert "dave" in captured.out and "process_exit" in captured.out
-    assert "autograder_import" not in captured.out  # the locked test cell is skipped
-    assert str(Path("exercises", "ch04_self_attention", name)) in captured.err
-
-
-def test_cli_exits_1_naming_an_unreadable_release(tmp_path, capsys):
-    path = tmp_path / "ch04_self_attention.ipynb"
-    nbformat.write(_release(), path)
-    missing = tmp_path / "no_release.ipynb"
-    assert main([str(path), "--release", str(missing)]) == 1
-    assert f"cannot read the release notebook {missing}" in capsys.readouterr().err
-
-
-def test_cli_exits_1_naming_an_unreadable_file(tmp_path, capsys):
-    good = tmp_path / "good.ipynb"
-    nbformat.write(v4.new_notebook(cells=[_code("x = 1", "a")]), good)
-    missing = tmp_path / "nobody" / "missing.ipynb"
-    not_json = tmp_path / "broken.ipynb"
-    not_json.write_text("{ this is not json")
-    assert main([str(good), str(missing), str(not_json)]) == 1
-    captured = capsys.readouterr()
-    assert str(missing) in captured.err and str(not_json) in captured.err
-    assert "No findings" in captured.out  # the readable notebook is still reported
-
-
-def test_cli_bad_usage_exits_1(capsys):
-    with pytest.raises(SystemExit) as exc:
-        main([])
-    assert exc.value.code == 1
-    with pytest.raises(SystemExit) as exc:
-        main(["x.ipynb", "--assignment", "../etc"])
-    assert exc.value.code == 1
-    assert "--assignment" in capsys.readouterr().err
-
-
-def test_python_dash_m_entry_point(tmp_path):
-    missing = tmp_path / "missing.ipynb"
-    result = subprocess.run(
-        [sys.executable, "-m", "autograder.engine.scanner", str(missing)],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
-    )
-    assert result.returncode == 1
-    assert f"cannot read {missing}" in result.stderr
-
-
 def test_kinds_are_documented():
-    assert set(KINDS) == {
-        "monkeypatch", "ipython_hook", "process_exit", "outside_read", "forbidden_builtin",
-        "autograder_import", "dynamic_code", "unparsable",
-    }
+    assert set(KINDS) == {"forbidden_builtin", "autograder_import", "dynamic_code", "unparsable"}
     for kind in KINDS:
         assert f"``{kind}``" in scanner.__doc__

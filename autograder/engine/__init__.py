@@ -23,10 +23,11 @@ One submission
     1. The parent builds the plan of the notebook (``grade._plan``): the student's cells in order,
        locked cells as released (put back if deleted); grade cells of tests, cells tagged
        ``visible-tests`` and unchanged illustration cells are not run.
-    2. The judge forks a runner process and sends ``{"op": "run", "cells", "seconds"}``; the
-       runner runs each cell in an IPython shell under a time limit, sending ``{"event": "cell"}``
-       before and ``{"event": "cell_done", "outputs"}`` after it, then ``{"event": "ready",
-       "names"}``. A cell that ends the process is skipped and the notebook runs again without it.
+    2. The judge asks the fork server for a fresh process (``fork``) and sends it ``{"op": "run",
+       "cells", "seconds"}``; the runner runs each cell in an IPython shell under a time limit,
+       sending ``{"event": "cell"}`` before and ``{"event": "cell_done", "outputs"}`` after it,
+       then ``{"event": "ready", "names"}``. A cell that ends the process is skipped and the
+       notebook runs again without it.
     3. For each part the judge runs its check with a ``RemoteSubject``. Each call the check makes
        is a request, ``{"op": "call" | "get" | "describe" | "load_state" | "to", "target",
        ...}``, answered ``{"ok": True, "value"}`` or ``{"ok": False, "error": {"type",
@@ -35,15 +36,18 @@ One submission
        namespace by functions that ask the judge (``{"event": "stand_in"}``), which answers with
        the reference (and, for the backward pass, its vector-Jacobian product): one mistake costs
        one part, and the reference never enters the sandbox.
-    4. The verdicts become the grade cells' scores and outputs; the parent merges them.
+    4. The judge sends ``exit``; the fork server answers ``ended`` once the process is gone and
+       the sandbox is clean. The verdicts become the grade cells' scores and outputs; the parent
+       merges them.
 
 The wire
-    Frames are an 8-byte big-endian length and a ``torch.save`` payload, read on both sides with
-    ``torch.load(weights_only=True)``. Values are tagged trees (``runner.encode``): tensors (with
-    the device they were on), None, bool, int, float, str, bytes, torch dtypes and devices (by
-    name, from a fixed list), lists, tuples, dicts with any such keys, and handles for objects
-    that stay in the sandbox (a module, a tokenizer). Every frame and value is checked
-    (``runner.decode``) before use.
+    ``protocol.py`` holds it in code, imported by both sides: every message name (``Op``,
+    ``Event``), the frame codec (an 8-byte big-endian length and a ``torch.save`` payload, loaded
+    with ``torch.load(weights_only=True)``), the tagged values (tensors with their device, plain
+    data, handles for objects that stay in the sandbox) and the device mapping. Its docstring
+    lists every message, on the control channel (``fork``, ``ready``, ``ended``) and on the data
+    channel (``run``, ``cell``, ``cell_done``, ``ready``, ``call``, ``get``, ``describe``,
+    ``load_state``, ``to``, ``stand_in``, ``exit``).
 
 Time
     A cell, and a part's check, run under a limit the runner enforces itself (an alarm); if the

@@ -8,7 +8,7 @@ check makes is sent to the runner, which calls the student's code on the check's
 back the result as data. The stand-ins a check declares are answered here too, with the reference,
 when the student's code calls them. This process never runs, imports or unpickles anything of the
 student's: it loads frames with ``torch.load(weights_only=True)`` and checks every value
-(``runner.decode``).
+(``protocol.decode``).
 
 Time. A cell, and a call, run under a time limit that the runner enforces itself (an alarm); if the
 student's code does not stop, the judge kills the runner a few seconds later. A runner that ends
@@ -21,7 +21,6 @@ Not here: the checks (``autograder/chapters``), the batch grader and the gradebo
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import select
 import shutil
@@ -34,7 +33,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from autograder.engine import runner
+from autograder.engine import protocol, runner
+from autograder.engine.protocol import Event, Op
 from autograder.engine.sandbox import Limits, bwrap_argv, runner_command
 from autograder.toolkit import (
     UNKNOWN,
@@ -59,6 +59,9 @@ class Options:
     start_seconds: float = 60.0  # starting Python and torch in the sandbox
     limits: Limits = Limits()
     hidden: tuple[str, ...] = ()  # folders the sandbox must not show
+    # torch threads of the checks here: one, since a grading worker runs on each core and the
+    # student's process beside it (its own torch has one too); more fight over the cores
+    threads: int = 1
 
 
 @dataclass
@@ -77,67 +80,13 @@ class NotebookRun:
     skipped: dict[int, str] = field(default_factory=dict)  # cell index -> why it was skipped
     verdicts: list[PartVerdict] = field(default_factory=list)
     aborted: str = ""  # why the notebook could not be run at all
+    # seconds spent on "sandbox start" (a fork server, a fork), "execution" (the cells) and
+    # "judging" (the checks); the grader adds its own ("scanner", "gradebook", "feedback")
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class _Lost(Exception):
     """The student's process ended or was killed."""
-
-
-class _Frames:
-    """Frames read from one pipe: an 8-byte big-endian length, then a torch.save payload."""
-
-    def __init__(self, pipe) -> None:
-        self.pipe = pipe
-        self.buffer = b""
-
-    def feed(self, chunk: bytes) -> None:
-        self.buffer += chunk
-
-    def complete(self) -> bool:
-        """Whether a whole frame is waiting."""
-        size = runner.HEADER.size
-        if len(self.buffer) < size:
-            return False
-        (n,) = runner.HEADER.unpack(self.buffer[:size])
-        return len(self.buffer) >= size + n
-
-    def drain(self) -> None:
-        """Read, without waiting, everything the pipe holds now."""
-        fd = self.pipe.fileno()
-        os.set_blocking(fd, False)
-        try:
-            while chunk := os.read(fd, 1 << 20):
-                self.buffer += chunk
-        except BlockingIOError:
-            pass
-        finally:
-            os.set_blocking(fd, True)
-
-    def next(self) -> dict | None:
-        """The next whole frame, None if it has not all arrived; _Lost if it cannot be read."""
-        size = runner.HEADER.size
-        if len(self.buffer) < size:
-            return None
-        (n,) = runner.HEADER.unpack(self.buffer[:size])
-        if n > runner.MAX_FRAME:
-            raise _Lost("the grading process sent a frame larger than the limit")
-        if len(self.buffer) < size + n:
-            return None
-        payload, self.buffer = self.buffer[size : size + n], self.buffer[size + n :]
-        try:
-            frame = torch.load(io.BytesIO(payload), weights_only=True)
-        except Exception:  # a forged or broken frame: nothing in it is run
-            frame = None
-        if type(frame) is not dict:
-            raise _Lost("the grading process sent a frame that could not be read")
-        return frame
-
-
-def _frame_bytes(message: dict) -> bytes:
-    buf = io.BytesIO()
-    torch.save(message, buf, _use_new_zipfile_serialization=False)
-    payload = buf.getvalue()
-    return runner.HEADER.pack(len(payload)) + payload
 
 
 class ForkServer:
@@ -179,12 +128,12 @@ class ForkServer:
         os.close(from_child)
         self.control_out = os.fdopen(from_judge, "wb", buffering=0)
         self.control_in = os.fdopen(to_judge, "rb", buffering=0)
-        self.data = _Frames(self.proc.stdout)
-        self.control = _Frames(self.control_in)
+        self.data = protocol.FrameBuffer(self.proc.stdout.fileno())
+        self.control = protocol.FrameBuffer(self.control_in.fileno())
         self.child = False
         self.alive = True
         kind, frame = self.receive(time.monotonic() + options.start_seconds)
-        if kind != "control" or frame.get("event") != "ready":
+        if kind != "control" or frame.get("event") != Event.READY:
             self.kill()
             raise _Lost("the grading process did not start")
 
@@ -204,7 +153,7 @@ class ForkServer:
 
     def _write(self, pipe, message: dict) -> None:
         try:
-            pipe.write(_frame_bytes(message))
+            pipe.write(protocol.pack(message))
             pipe.flush()
         except (BrokenPipeError, OSError, ValueError):
             self.kill()
@@ -214,7 +163,7 @@ class ForkServer:
         """A fresh process for the next student, on the data channel."""
         self.data.drain()  # what an earlier student's process left: no one reads it
         self.data.buffer = b""
-        self._write(self.control_out, {"op": "fork"})
+        self._write(self.control_out, {"op": Op.FORK})
         self.child = True
 
     def send(self, message: dict) -> None:
@@ -230,11 +179,11 @@ class ForkServer:
             for kind, frames in (("data", self.data), ("control", self.control)):
                 try:
                     frame = frames.next()
-                except _Lost:
+                except protocol.ProtocolError as exc:
                     self.kill()
-                    raise
+                    raise _Lost(str(exc)) from None
                 if frame is not None:
-                    if kind == "control" and frame.get("event") == "ended":
+                    if kind == "control" and frame.get("event") == Event.ENDED:
                         self.child = False
                     return kind, frame
             left = deadline - time.monotonic()
@@ -262,7 +211,7 @@ class ForkServer:
         """Ask the student's process to end and wait until the sandbox is clean again."""
         if not self.child:
             return
-        self.send({"op": "exit"})
+        self.send({"op": Op.EXIT})
         deadline = time.monotonic() + GRACE
         while self.child:
             self.receive(deadline)
@@ -334,27 +283,33 @@ class Session:
             self.starts += 1
             current = None
             try:
+                started = time.perf_counter()
                 self.server = fork_server(self.options)
                 self.server.fork()
+                self._time("sandbox start", started)
+                started = time.perf_counter()
                 todo = [(i, src) for i, src in self.cells if i not in self.run.skipped]
-                self.server.send({"op": "run", "cells": todo, "seconds": self.options.cell_seconds})
+                self.server.send(
+                    {"op": Op.RUN, "cells": todo, "seconds": self.options.cell_seconds}
+                )
                 deadline = time.monotonic() + self.options.start_seconds
                 while True:
                     frame = self._receive(deadline)
                     event = frame.get("event")
-                    if event == "cell":
+                    if event == Event.CELL:
                         current = int(frame["index"])
                         deadline = time.monotonic() + self.options.cell_seconds + GRACE
-                    elif event == "cell_done":
+                    elif event == Event.CELL_DONE:
                         outputs = frame.get("outputs")
                         if type(outputs) is list:
                             self.run.outputs[int(frame["index"])] = _clean_outputs(outputs)
                         current = None
                         deadline = time.monotonic() + self.options.start_seconds
-                    elif event == "ready":
+                    elif event == Event.READY:
                         names = frame.get("names")
                         if type(names) is dict:
                             self.run.names = {str(k): str(v) for k, v in names.items()}
+                        self._time("execution", started)
                         return
                     else:
                         raise _Lost("the grading process sent an unexpected frame")
@@ -365,6 +320,10 @@ class Session:
                 self.run.skipped[current] = why
                 self.run.outputs[current] = [_error_output("GradingStopped", why)]
 
+    def _time(self, key: str, started: float) -> None:
+        timings = self.run.timings
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - started
+
     def request(self, message: dict) -> dict:
         """Send a request; answer the stand-in calls it makes; return its reply."""
         if self.server is None:
@@ -374,7 +333,7 @@ class Session:
             self.server.send({**message, "seconds": seconds, "stand_ins": list(self.stand_ins)})
             while True:
                 frame = self._receive(self.deadline + GRACE)
-                if frame.get("event") == "stand_in":
+                if frame.get("event") == Event.STAND_IN:
                     self.server.send(self._stand_in(frame))
                     continue
                 return frame
@@ -386,14 +345,14 @@ class Session:
         """The reference's answer to a stand-in call from the student's code (or its gradient)."""
         try:
             fn = self.stand_ins[frame["name"]]
-            args = runner.decode(frame["args"], device_map=_device)
-            kwargs = runner.decode(frame["kwargs"], device_map=_device)
+            args = protocol.decode(frame["args"], device_map=protocol.device)
+            kwargs = protocol.decode(frame["kwargs"], device_map=protocol.device)
             if type(args) is not tuple or type(kwargs) is not dict:
-                raise runner.ProtocolError("malformed arguments")
+                raise protocol.ProtocolError("malformed arguments")
             grad = frame.get("grad")
             if grad is None:
-                return {"ok": True, "value": runner.encode(fn(*args, **kwargs))}
-            grad_output = runner.decode(grad, device_map=_device)
+                return {"ok": True, "value": protocol.encode(fn(*args, **kwargs))}
+            grad_output = protocol.decode(grad, device_map=protocol.device)
             flags = frame.get("requires_grad") or []
             leaves = runner.tensor_leaves((args, kwargs))
             marked = [
@@ -408,13 +367,9 @@ class Session:
             grads = [
                 torch.zeros_like(t) if g is None else g for t, g in zip(marked, grads, strict=False)
             ]
-            return {"ok": True, "value": runner.encode(grads)}
+            return {"ok": True, "value": protocol.encode(grads)}
         except Exception as exc:  # bad arguments from the student's code: it gets the error
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-
-
-def _device(name: str) -> str:
-    return name if name.startswith("cuda") and torch.cuda.is_available() else "cpu"
 
 
 def _error_output(ename: str, evalue: str) -> dict:
@@ -456,7 +411,7 @@ class RemoteSubject(Subject):
     def _keep(self, obj) -> int:
         if isinstance(obj, RemoteSubject) and obj.target[0] == "handle":
             return obj.target[1]
-        raise runner.ProtocolError(f"a {type(obj).__name__} cannot be sent to the student's code")
+        raise protocol.ProtocolError(f"a {type(obj).__name__} cannot be sent to the student's code")
 
     def _ask(self, message: dict):
         reply = self.session.request({**message, "target": self.target})
@@ -475,21 +430,21 @@ class RemoteSubject(Subject):
             return RemoteSubject(self.session, ("handle", key), f"{type_name} object")
 
         try:
-            return runner.decode(enc, resolve, _device)
-        except runner.ProtocolError as exc:
+            return protocol.decode(enc, resolve, protocol.device)
+        except protocol.ProtocolError as exc:
             raise CheckFailed(f"{self.label}: the result could not be read ({exc}).") from None
 
     def invoke(self, method, args, kwargs, *, seed=None, grad=None):
         message = {
-            "op": "call",
+            "op": Op.CALL,
             "method": method,
-            "args": runner.encode(tuple(args), self._keep),
-            "kwargs": runner.encode(dict(kwargs), self._keep),
+            "args": protocol.encode(tuple(args), self._keep),
+            "kwargs": protocol.encode(dict(kwargs), self._keep),
             "seed": seed,
         }
         if grad is not None:
             g = grad.get("grad_output")
-            message["grad"] = {**grad, "grad_output": None if g is None else runner.encode(g)}
+            message["grad"] = {**grad, "grad_output": None if g is None else protocol.encode(g)}
         reply = self._ask(message)
         out = self._value(reply.get("value"))
         grads = self._value(reply.get("grads")) if grad is not None else None
@@ -500,20 +455,20 @@ class RemoteSubject(Subject):
         return out, grads
 
     def attribute(self, name: str):
-        return self._value(self._ask({"op": "get", "name": name}).get("value"))
+        return self._value(self._ask({"op": Op.GET, "name": name}).get("value"))
 
     def describe(self) -> dict:
-        info = self._value(self._ask({"op": "describe"}).get("value"))
+        info = self._value(self._ask({"op": Op.DESCRIBE}).get("value"))
         if type(info) is not dict or not {"type", "modules", "state"} <= set(info):
             raise CheckFailed(f"{self.label}: its description could not be read.")
         return info
 
     def load_state_dict(self, state, strict: bool = True) -> None:
-        self._ask({"op": "load_state", "state": runner.encode(dict(state)), "strict": strict})
+        self._ask({"op": Op.LOAD_STATE, "state": protocol.encode(dict(state)), "strict": strict})
 
     def to(self, device=None, dtype=None) -> RemoteSubject:
-        dtype_name = str(dtype).removeprefix("torch.") if dtype is not None else None
-        self._ask({"op": "to", "device": str(torch.device(device or "cpu")), "dtype": dtype_name})
+        dtype_name = protocol.dtype_name(dtype)
+        self._ask({"op": Op.TO, "device": str(torch.device(device or "cpu")), "dtype": dtype_name})
         return self
 
     def sibling(self, name: str) -> RemoteSubject | None:
@@ -547,6 +502,8 @@ def judge_notebook(
     (``autograder.chapters.Part``); never raises for anything the student's code does."""
     session = Session(cells, options)
     session.parts = tuple(parts)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(options.threads)
     try:
         try:
             session.start()
@@ -555,7 +512,9 @@ def judge_notebook(
             session.run.verdicts = [PartVerdict(p.grade_id, False, str(exc)) for p in parts]
             return session.run
         for i, part in enumerate(parts):
+            started = time.perf_counter()
             verdict = _judge_part(session, part)
+            session._time("judging", started)
             session.run.verdicts.append(verdict)
             # Once every cell of a name is judged, a later part that calls it knows whether the
             # student's own is used or the reference stands in for it.
@@ -571,6 +530,7 @@ def judge_notebook(
         return session.run
     finally:
         session.close()
+        torch.set_num_threads(threads)
 
 
 def _judge_part(session: Session, part) -> PartVerdict:

@@ -1,23 +1,16 @@
 """The sandboxed side of grading: run one student's notebook, then answer calls on what it defined.
 
-This file is the only code of the course that enters the sandbox (``autograder/engine/__init__.py``
-describes the protocol as a whole). The judge starts it under bubblewrap as ``python -I
-runner.py``; it imports the standard library and torch (and IPython, to run cells as a notebook
-does), nothing of the course. It never sees a check, a reference or a hidden test: it runs the
-cells it is sent, then calls the student's functions, classes and objects on inputs that the judge
-chose, and sends the results back as data.
+This file and ``protocol.py`` (the messages, frames and values both sides use) are the only code
+of the course that enters the sandbox. The judge starts it under bubblewrap as ``python -I
+/grader/runner.py --control IN OUT``: a fork server (:func:`serve_forks`) that imports torch
+once and forks a fresh process for each student. It imports the standard library, torch and
+IPython (to run cells as a notebook does), nothing else of the course. It never sees a check, a
+reference or a hidden test: it runs the cells it is sent, then calls the student's functions,
+classes and objects on inputs that the judge chose, and sends the results back as data.
 
-The same helpers (:func:`call`, :func:`describe`, :func:`encode`, :func:`decode`) also serve the
-checks when they run in-process (``autograder.toolkit.LocalSubject``), so a check sees one
-behaviour whether the student's code runs beside it or in the sandbox.
-
-Values cross the boundary as ``torch.save`` frames that the other side loads with
-``torch.load(weights_only=True)``, which builds tensors and plain data only. Every value is a
-tagged tree (:func:`encode`): scalars (None, bool, int, float, str) as themselves;
-``("B", latin-1 text)`` for bytes, ``("T", tensor, device)`` for a tensor, ``("L", [...])`` for
-a list, ``("U", [...])`` for a tuple, ``("D", [(key, value), ...])`` for a dict (so keys may be
-tuples), and ``("H", id, type name)`` for an object that stays on its side (a module, a tokenizer)
-and is named by its id in later requests.
+The same helpers (:func:`call`, :func:`describe`, :func:`load_state`) also serve the checks when
+they run in-process (``autograder.toolkit.LocalSubject``), so a check sees one behaviour whether
+the student's code runs beside it or in the sandbox.
 """
 
 from __future__ import annotations
@@ -26,30 +19,24 @@ import contextlib
 import io
 import os
 import signal
-import struct
 import sys
 import traceback
 
 import torch
 
-HEADER = struct.Struct(">Q")
-MAX_FRAME = 256 * 2**20  # bytes in one frame
-MAX_DEPTH = 32  # nesting of containers in one value
-MAX_ITEMS = 100_000  # scalars, tensors and containers in one value
-MAX_NUMEL = 2**27  # elements in one tensor
+if __name__ == "__main__":  # in the sandbox: protocol.py lies beside this file, alone
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import protocol
+
+    del sys.path[0]
+else:
+    from autograder.engine import protocol
+
+Op, Event, ProtocolError = protocol.Op, protocol.Event, protocol.ProtocolError
+encode, decode = protocol.encode, protocol.decode
+_from_numpy = protocol._from_numpy  # autograder.toolkit's name for it
+
 MAX_TEXT = 20_000  # characters of a cell's printed output that are kept
-TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
-# The dtypes a value may name (a check asking for float64, a student's result in bfloat16).
-DTYPES = {
-    str(d).removeprefix("torch."): d
-    for d in (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64,
-              torch.complex128, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
-              torch.bool)
-}
-
-
-class ProtocolError(ValueError):
-    """A frame or a value that does not follow the protocol."""
 
 
 class TimeLimit(BaseException):
@@ -81,136 +68,8 @@ class NotDifferentiable(RuntimeError):
 
 
 # --------------------------------------------------------------------------------------------
-# Values across the boundary
+# Values
 # --------------------------------------------------------------------------------------------
-
-
-def encode(value, keep=None, _state=None, _depth: int = 0):
-    """The tagged tree of `value`; objects that are not plain data go through keep(obj) -> id.
-
-    Example: encode((torch.ones(1), {("a", 1): 2}, torch.float64)) ->
-        ("U", [("T", tensor([1.]), "cpu"), ("D", [(("U", ["a", 1]), 2)]), ("Y", "float64")])
-    """
-    state = _state if _state is not None else [0]
-    state[0] += 1
-    if state[0] > MAX_ITEMS or _depth > MAX_DEPTH:
-        raise ProtocolError("the value is too large or too deeply nested to send")
-    if value is None or type(value) in (bool, int, float, str):
-        return value
-    if isinstance(value, (bytes, bytearray)):  # weights_only cannot load an empty bytes
-        return ("B", bytes(value).decode("latin-1"))
-    if isinstance(value, bool):
-        return bool(value)
-    if isinstance(value, torch.dtype):
-        if str(value).removeprefix("torch.") not in DTYPES:
-            raise ProtocolError(f"the dtype {value} cannot be sent")
-        return ("Y", str(value).removeprefix("torch."))
-    if isinstance(value, torch.device):
-        return ("V", value.type)
-    if isinstance(value, torch.Tensor):
-        device = value.device.type
-        return ("T", value.detach().as_subclass(torch.Tensor).to("cpu").contiguous(), device)
-    module = type(value).__module__ or ""
-    if module == "numpy" or module.startswith("numpy."):
-        value = _from_numpy(value)
-        if isinstance(value, torch.Tensor) or type(value) in (bool, int, float, complex):
-            return encode(value, keep, state, _depth)
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, list):
-        return ("L", [encode(v, keep, state, _depth + 1) for v in value])
-    if isinstance(value, tuple):
-        return ("U", [encode(v, keep, state, _depth + 1) for v in value])
-    if isinstance(value, dict):
-        return (
-            "D",
-            [
-                (encode(k, keep, state, _depth + 1), encode(v, keep, state, _depth + 1))
-                for k, v in value.items()
-            ],
-        )
-    if keep is None:
-        raise ProtocolError(f"a {type(value).__name__} cannot be sent")
-    return ("H", keep(value), type(value).__name__)
-
-
-def _from_numpy(value):
-    import numpy as np
-
-    if isinstance(value, np.ndarray):
-        if value.dtype.kind in "biuf":
-            return torch.from_numpy(np.ascontiguousarray(value)).clone()
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def decode(enc, resolve=None, device_map=None, _state=None, _depth: int = 0):
-    """The value of a tagged tree, checking every node; handles go through resolve(id, type name).
-
-    device_map(name) says where a tensor, or a torch.device, that was on device `name` goes on
-    this side.
-    Raises ProtocolError for anything that is not a well-formed tree of plain data.
-    """
-    state = _state if _state is not None else [0]
-    state[0] += 1
-    if state[0] > MAX_ITEMS or _depth > MAX_DEPTH:
-        raise ProtocolError("the value is too large or too deeply nested")
-    if enc is None or type(enc) in (bool, int, float, str):
-        return enc
-    if type(enc) is not tuple or not enc or enc[0] not in ("T", "L", "U", "D", "H", "B", "Y", "V"):
-        raise ProtocolError(f"unexpected {type(enc).__name__} in a value")
-    tag = enc[0]
-    if tag == "B":
-        if len(enc) != 2 or type(enc[1]) is not str:
-            raise ProtocolError("malformed bytes")
-        try:
-            return enc[1].encode("latin-1")
-        except UnicodeEncodeError:
-            raise ProtocolError("malformed bytes") from None
-    if tag == "Y":
-        if len(enc) != 2 or type(enc[1]) is not str or enc[1] not in DTYPES:
-            raise ProtocolError("a malformed or unknown dtype")
-        return DTYPES[enc[1]]
-    if tag == "V":
-        if len(enc) != 2 or enc[1] not in ("cpu", "cuda"):
-            raise ProtocolError("a malformed or unknown device")
-        return torch.device(device_map(enc[1]) if device_map else enc[1])
-    if tag == "T":
-        if len(enc) != 3 or type(enc[1]) not in TENSOR_TYPES or type(enc[2]) is not str:
-            raise ProtocolError("a malformed tensor")
-        t = enc[1]
-        if t.layout != torch.strided or t.numel() > MAX_NUMEL or t.is_quantized:
-            raise ProtocolError("a tensor that is sparse, quantized or too large")
-        t = t.detach().as_subclass(torch.Tensor)
-        return t.to(device_map(enc[2])) if device_map else t
-    if tag in ("L", "U"):
-        if len(enc) != 2 or type(enc[1]) is not list:
-            raise ProtocolError("a malformed list or tuple")
-        items = [decode(v, resolve, device_map, state, _depth + 1) for v in enc[1]]
-        return items if tag == "L" else tuple(items)
-    if tag == "D":
-        if len(enc) != 2 or type(enc[1]) is not list:
-            raise ProtocolError("a malformed dict")
-        out = {}
-        for pair in enc[1]:
-            if type(pair) is not tuple or len(pair) != 2:
-                raise ProtocolError("a malformed dict entry")
-            key = decode(pair[0], resolve, device_map, state, _depth + 1)
-            try:
-                hash(key)
-            except TypeError:
-                raise ProtocolError("a dict key that is not hashable") from None
-            out[key] = decode(pair[1], resolve, device_map, state, _depth + 1)
-        return out
-    if len(enc) != 3 or type(enc[1]) is not int or type(enc[2]) is not str or resolve is None:
-        raise ProtocolError("a malformed or unexpected object handle")
-    return resolve(enc[1], enc[2])
 
 
 def tensor_leaves(value) -> list[torch.Tensor]:
@@ -320,44 +179,6 @@ def load_state(obj, state: dict, strict: bool) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-class _Channel:
-    """Frames on two private file descriptors: an 8-byte big-endian length, then the payload."""
-
-    def __init__(self, fd_in: int, fd_out: int) -> None:
-        self.fd_in, self.fd_out = fd_in, fd_out
-
-    def read(self) -> dict:
-        header = self._read_exact(HEADER.size)
-        (n,) = HEADER.unpack(header)
-        if n > MAX_FRAME:
-            raise ProtocolError("a frame larger than the limit")
-        payload = self._read_exact(n)
-        message = torch.load(io.BytesIO(payload), weights_only=True)
-        if type(message) is not dict:
-            raise ProtocolError("a frame that is not a dict")
-        return message
-
-    def _read_exact(self, n: int) -> bytes:
-        chunks, got = [], 0
-        while got < n:
-            chunk = os.read(self.fd_in, min(n - got, 1 << 20))
-            if not chunk:
-                raise EOFError("the judge closed the channel")
-            chunks.append(chunk)
-            got += len(chunk)
-        return b"".join(chunks)
-
-    def write(self, message: dict) -> None:
-        buf = io.BytesIO()
-        torch.save(message, buf, _use_new_zipfile_serialization=False)
-        payload = buf.getvalue()
-        if len(payload) > MAX_FRAME:
-            raise ProtocolError("the reply is larger than the frame limit")
-        data = HEADER.pack(len(payload)) + payload
-        while data:
-            data = data[os.write(self.fd_out, data) :]
-
-
 def _error(exc: BaseException, cells: dict | None = None) -> dict:
     """An exception as data; with `cells` ({code name: cell index}), also where in the
     student's cells it was raised: the innermost frame of theirs."""
@@ -373,12 +194,11 @@ def _error(exc: BaseException, cells: dict | None = None) -> dict:
 class _Server:
     """Runs the cells it is sent, then answers calls, one request at a time."""
 
-    def __init__(self, channel: _Channel) -> None:
+    def __init__(self, channel: protocol.Channel) -> None:
         self.channel = channel
         self.objects: dict[int, object] = {}
         self.shell = None
         self.namespace: dict = {"__name__": "__main__"}
-        self.stand_ins: tuple = ()
         self.cells: dict[str, int] = {}  # IPython's code name of a cell -> its index
         self.index = -1  # the cell running now
 
@@ -397,14 +217,8 @@ class _Server:
             raise ProtocolError(f"no object {key}")
         return self.objects[key]
 
-    @staticmethod
-    def device(name: str):
-        if name.startswith("cuda") and torch.cuda.is_available():
-            return name
-        return "cpu"
-
     def value(self, enc):
-        return decode(enc, self.resolve, self.device)
+        return decode(enc, self.resolve, protocol.device)
 
     # -- cells -------------------------------------------------------------------------------
 
@@ -467,15 +281,15 @@ class _Server:
         seconds = request.get("seconds")
         for index, source in cells:
             self.index = int(index)
-            self.channel.write({"event": "cell", "index": int(index)})
+            self.channel.write({"event": Event.CELL, "index": int(index)})
             outputs = self.run_cell(str(source), seconds)
-            self.channel.write({"event": "cell_done", "index": int(index), "outputs": outputs})
+            self.channel.write({"event": Event.CELL_DONE, "index": int(index), "outputs": outputs})
         names = {
             name: type(value).__name__
             for name, value in list(self.namespace.items())
             if isinstance(name, str) and not name.startswith("_")
         }
-        self.channel.write({"event": "ready", "names": names})
+        self.channel.write({"event": Event.READY, "names": names})
 
     # -- calls -------------------------------------------------------------------------------
 
@@ -488,12 +302,12 @@ class _Server:
             def forward(ctx, spec, *tensors):
                 ctx.spec = spec
                 ctx.save_for_backward(*tensors)
-                return server.ask({"event": "stand_in", "name": name, **spec, "grad": None})
+                return server.ask({"event": Event.STAND_IN, "name": name, **spec, "grad": None})
 
             @staticmethod
             def backward(ctx, grad_output):
                 spec = {**ctx.spec, "grad": ("T", grad_output.detach().cpu(), "cpu")}
-                grads = server.ask({"event": "stand_in", "name": name, **spec})
+                grads = server.ask({"event": Event.STAND_IN, "name": name, **spec})
                 if type(grads) is not list or len(grads) != len(ctx.saved_tensors):
                     raise ProtocolError("a malformed gradient from the judge")
                 return (None, *grads)
@@ -504,7 +318,7 @@ class _Server:
             if leaves and torch.is_grad_enabled():
                 spec["requires_grad"] = [t.requires_grad for t in tensor_leaves((args, kwargs))]
                 return _Bridge.apply(spec, *leaves)
-            return server.ask({"event": "stand_in", "name": name, **spec, "grad": None})
+            return server.ask({"event": Event.STAND_IN, "name": name, **spec, "grad": None})
 
         reference.__name__ = reference.__qualname__ = name
         return reference
@@ -542,7 +356,7 @@ class _Server:
     def handle(self, request: dict) -> dict:
         op = request.get("op")
         obj = self.target(request)
-        if op == "call":
+        if op == Op.CALL:
             args = self.value(request["args"])
             kwargs = self.value(request["kwargs"])
             grad = request.get("grad")
@@ -556,17 +370,17 @@ class _Server:
                     obj, request.get("method"), args, kwargs, request.get("seed"), grad
                 )
             return {"value": encode(out, self.keep), "grads": encode(grads)}
-        if op == "get":
+        if op == Op.GET:
             return {"value": encode(getattr(obj, request["name"]), self.keep)}
-        if op == "describe":
+        if op == Op.DESCRIBE:
             return {"value": encode(describe(obj))}
-        if op == "load_state":
+        if op == Op.LOAD_STATE:
             load_state(obj, self.value(request["state"]), bool(request.get("strict", True)))
             return {"value": None}
-        if op == "to":
-            device = self.device(str(request.get("device") or "cpu"))
+        if op == Op.TO:
+            device = protocol.device(str(request.get("device") or "cpu"))
             dtype = request.get("dtype")
-            obj.to(device=device, dtype=getattr(torch, dtype) if dtype else None)
+            obj.to(device=device, dtype=protocol.DTYPES[dtype] if dtype else None)
             return {"value": None}
         raise ProtocolError(f"unknown op {op!r}")
 
@@ -576,10 +390,10 @@ class _Server:
                 request = self.channel.read()
             except EOFError:
                 return
-            if request.get("op") == "run":
+            if request.get("op") == Op.RUN:
                 self.run(request)
                 continue
-            if request.get("op") == "exit":
+            if request.get("op") == Op.EXIT:
                 return
             try:
                 reply = {"ok": True, **self.handle(request)}
@@ -687,34 +501,34 @@ def _drain(fd: int) -> None:
         os.set_blocking(fd, True)
 
 
-def serve_forks(control: _Channel, data_in: int, data_out: int) -> None:
+def serve_forks(control: protocol.Channel, data_in: int, data_out: int) -> None:
     """Wait for "fork" on the control channel; each fork serves one student on the data channel
     and the control channel says when it has ended and the sandbox is clean again."""
     _not_dumpable()
     _warm_up()
     sandboxed = os.path.abspath(__file__) == IN_SANDBOX
     before = _tree(WRITABLE) if sandboxed else set()
-    control.write({"event": "ready"})
+    control.write({"event": Event.READY})
     while True:
         try:
             request = control.read()
         except EOFError:
             return
-        if request.get("op") != "fork":
+        if request.get("op") != Op.FORK:
             continue
         pid = os.fork()
         if pid == 0:
             os.close(control.fd_in)
             os.close(control.fd_out)
             try:
-                _Server(_Channel(data_in, data_out)).serve()
+                _Server(protocol.Channel(data_in, data_out)).serve()
             finally:
                 os._exit(0)
         _, status = os.waitpid(pid, 0)
         if sandboxed:
             _clean_sandbox(before)
         _drain(data_in)
-        control.write({"event": "ended", "status": int(status)})
+        control.write({"event": Event.ENDED, "status": int(status)})
 
 
 def main() -> None:
@@ -722,15 +536,13 @@ def main() -> None:
     # reads from fd 0) then cannot reach it. A forged frame would only feed its own grading.
     # The control channel (``--control IN OUT``) belongs to the fork server alone: each
     # student's process closes it before any of the student's code runs.
+    if len(sys.argv) != 4 or sys.argv[1] != "--control":
+        raise SystemExit("usage: runner.py --control IN OUT (the judge starts it)")
     fd_in, fd_out = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.dup2(2, 1)
-    if len(sys.argv) == 4 and sys.argv[1] == "--control":
-        control = _Channel(int(sys.argv[2]), int(sys.argv[3]))
-        serve_forks(control, fd_in, fd_out)
-    else:
-        _Server(_Channel(fd_in, fd_out)).serve()
+    serve_forks(protocol.Channel(int(sys.argv[2]), int(sys.argv[3])), fd_in, fd_out)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 """The bubblewrap sandbox that a student's code runs in.
 
 The sandbox is built from nothing: the system's read-only folders (/usr, /etc, ...), the Python
-installation with its packages (read-only), the runner script (``runner.py``, read-only, the only
-file of the course in it) and one empty writable folder, ``/sandbox``, its working directory; the
-root is read-only, and /tmp (also /var/tmp) and /dev are the only other places it can write. The
-course, its package, the solutions, the gradebook and every submission are simply not there. It has
-no network, a private /tmp, its own PID namespace (nothing it starts outlives it), a clean
-environment, no capabilities, and resource limits through prlimit.
+installation with its packages (read-only), the runner (``runner.py`` and ``protocol.py``,
+read-only, the only files of the course in it) and one empty writable folder, ``/sandbox``, its
+working directory; the root is read-only, and /tmp (also /var/tmp) and /dev are the only other
+places it can write. The course, its package, the solutions, the gradebook and every submission
+are simply not there. It has no network, a private /tmp, its own PID namespace (nothing it starts
+outlives it), a clean environment, no capabilities, and resource limits through prlimit.
 
 Before building one, :func:`bwrap_argv` checks that none of the folders it would mount holds the
 course or its grading state, and refuses with :class:`SandboxUnavailable` if one does.
@@ -28,8 +28,10 @@ from pathlib import Path
 __all__ = ["SandboxUnavailable", "Limits", "bwrap_path", "bwrap_argv", "RUNNER", "INSIDE"]
 
 RUNNER = Path(__file__).with_name("runner.py")
+PROTOCOL = Path(__file__).with_name("protocol.py")  # the runner imports it
 INSIDE = "/sandbox"  # the writable working directory, inside
 _RUNNER_INSIDE = "/grader/runner.py"  # runner.IN_SANDBOX
+_PROTOCOL_INSIDE = "/grader/protocol.py"  # beside it
 
 
 class SandboxUnavailable(RuntimeError):
@@ -116,6 +118,7 @@ def bwrap_argv(
                 )
         argv += ["--ro-bind", path, path]
     argv += ["--ro-bind", str(RUNNER), _RUNNER_INSIDE]
+    argv += ["--ro-bind", str(PROTOCOL), _PROTOCOL_INSIDE]
     gpu = sorted(glob.glob("/dev/nvidia*"))
     for device in gpu:
         argv += ["--dev-bind", device, device]

@@ -1,0 +1,359 @@
+"""The judge and the runner's protocol, in code: message names, frames, values, devices.
+
+Both sides import this module: the judge as ``autograder.engine.protocol``, the runner (in the
+sandbox, where nothing of the course is importable) as ``protocol``, the file beside it, which the
+sandbox mounts read-only at ``/grader/protocol.py``. It imports the standard library and torch only.
+
+Channels
+    **data**: the judge and one student's process (the runner's stdin and stdout, moved to private
+    descriptors). **control**: the judge and the fork server alone (a pipe pair the student's
+    process closes before any of its code runs).
+
+Frames
+    An 8-byte big-endian length, then a ``torch.save`` payload of a dict, read on both sides with
+    ``torch.load(weights_only=True)`` (tensors and plain data only; :func:`pack`, :func:`unpack`,
+    :class:`Channel`, :class:`FrameBuffer`). Requests carry ``"op"``, events carry ``"event"``,
+    replies carry ``"ok"``.
+
+Messages (``Op`` judge -> runner, ``Event`` runner -> judge)
+    control channel:
+        ``fork``                        the fork server forks a fresh process for the next student
+        ``ready``                       the fork server has started (torch imported and warm)
+        ``ended``, ``status``           the student's process has ended (its wait status) and the
+                                        sandbox is clean again: no process, no file left behind
+    data channel, running the notebook:
+        ``run``, ``cells``, ``seconds`` run each (index, source) cell under a time limit
+        ``cell``, ``index``             a cell starts
+        ``cell_done``, ``index``, ``outputs``  a cell has run: its stream and error outputs
+        ``ready``, ``names``            every cell has run: {name: type name} of the namespace
+    data channel, calls (one reply each; ``target`` is ("name", str) or ("handle", id)):
+        ``call``, ``method``, ``args``, ``kwargs``, ``seed``, ``grad``, ``seconds``, ``stand_ins``
+                                        call the target (or its method); with ``grad``, the
+                                        gradients come back as data beside the value
+        ``get``, ``name``               an attribute of the target
+        ``describe``                    the target's type, and a module's submodules and state
+        ``load_state``, ``state``, ``strict``  the target module's load_state_dict
+        ``to``, ``device``, ``dtype``   move or cast the target module
+        reply: ``{"ok": True, "value"[, "grads"]}`` or ``{"ok": False, "error": {"type",
+                                        "message"[, "where"]}}``
+        ``stand_in``, ``name``, ``args``, ``kwargs``, ``grad``[, ``requires_grad``]
+                                        (event, during a call) the student's code called an
+                                        earlier part that the reference stands in for; the judge
+                                        answers ``{"ok", "value" | "error"}``: the reference's
+                                        value, or with ``grad`` its vector-Jacobian product
+        ``exit``                        the student's process ends (the fork server then says
+                                        ``ended`` on the control channel)
+
+Values
+    Tagged trees (:func:`encode`, :func:`decode`): scalars (None, bool, int, float, str) as
+    themselves; ``("B", latin-1 text)`` for bytes, ``("T", tensor, device)`` for a tensor,
+    ``("Y", name)`` for a dtype, ``("V", type)`` for a device, ``("L", [...])`` for a list,
+    ``("U", [...])`` for a tuple, ``("D", [(key, value), ...])`` for a dict (so keys may be
+    tuples), and ``("H", id, type name)`` for an object that stays on its side (a module, a
+    tokenizer), named by its id in later requests. Every frame and value is checked before use.
+
+Devices
+    A tensor keeps the name of the device it was on; the other side puts it on the same kind of
+    device when it has one, on the CPU otherwise (:func:`device`).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+
+import torch
+
+
+class Op:
+    """Requests, the judge's ``"op"``."""
+
+    FORK = "fork"  # control
+    RUN = "run"
+    CALL = "call"
+    GET = "get"
+    DESCRIBE = "describe"
+    LOAD_STATE = "load_state"
+    TO = "to"
+    EXIT = "exit"
+
+
+class Event:
+    """What the runner tells the judge, its ``"event"``."""
+
+    READY = "ready"  # control (the fork server is up) and data (every cell has run)
+    ENDED = "ended"  # control
+    CELL = "cell"
+    CELL_DONE = "cell_done"
+    STAND_IN = "stand_in"
+
+
+HEADER = struct.Struct(">Q")
+MAX_FRAME = 256 * 2**20  # bytes in one frame
+MAX_DEPTH = 32  # nesting of containers in one value
+MAX_ITEMS = 100_000  # scalars, tensors and containers in one value
+MAX_NUMEL = 2**27  # elements in one tensor
+TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
+# The dtypes a value may name (a check asking for float64, a student's result in bfloat16).
+DTYPES = {
+    str(d).removeprefix("torch."): d
+    for d in (
+        torch.float16,
+        torch.bfloat16,
+        torch.float32,
+        torch.float64,
+        torch.complex64,
+        torch.complex128,
+        torch.uint8,
+        torch.int8,
+        torch.int16,
+        torch.int32,
+        torch.int64,
+        torch.bool,
+    )
+}
+
+
+class ProtocolError(ValueError):
+    """A frame or a value that does not follow the protocol."""
+
+
+def device(name: str) -> str:
+    """Where a tensor (or a torch.device) that was on device `name` goes on this side."""
+    return name if name.startswith("cuda") and torch.cuda.is_available() else "cpu"
+
+
+def dtype_name(dtype) -> str | None:
+    """ "float64" for torch.float64; None for None."""
+    return None if dtype is None else str(dtype).removeprefix("torch.")
+
+
+# --------------------------------------------------------------------------------------------
+# Frames
+# --------------------------------------------------------------------------------------------
+
+
+def pack(message: dict) -> bytes:
+    """A whole frame: the header, then the payload."""
+    buf = io.BytesIO()
+    torch.save(message, buf, _use_new_zipfile_serialization=False)
+    payload = buf.getvalue()
+    if len(payload) > MAX_FRAME:
+        raise ProtocolError("the message is larger than the frame limit")
+    return HEADER.pack(len(payload)) + payload
+
+
+def unpack(payload: bytes) -> dict:
+    """The message of a frame's payload; ProtocolError if it is not a dict of plain data."""
+    try:
+        message = torch.load(io.BytesIO(payload), weights_only=True)
+    except Exception:  # a forged or broken frame: nothing in it is run
+        message = None
+    if type(message) is not dict:
+        raise ProtocolError("a frame that could not be read")
+    return message
+
+
+class Channel:
+    """Blocking frames on two file descriptors (the runner's side)."""
+
+    def __init__(self, fd_in: int, fd_out: int) -> None:
+        self.fd_in, self.fd_out = fd_in, fd_out
+
+    def read(self) -> dict:
+        (n,) = HEADER.unpack(self._read_exact(HEADER.size))
+        if n > MAX_FRAME:
+            raise ProtocolError("a frame larger than the limit")
+        return unpack(self._read_exact(n))
+
+    def _read_exact(self, n: int) -> bytes:
+        chunks, got = [], 0
+        while got < n:
+            chunk = os.read(self.fd_in, min(n - got, 1 << 20))
+            if not chunk:
+                raise EOFError("the other side closed the channel")
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+
+    def write(self, message: dict) -> None:
+        data = pack(message)
+        while data:
+            data = data[os.write(self.fd_out, data) :]
+
+
+class FrameBuffer:
+    """Frames read from a pipe as they come, without blocking (the judge's side)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buffer = b""
+
+    def feed(self, chunk: bytes) -> None:
+        self.buffer += chunk
+
+    def drain(self) -> None:
+        """Read, without waiting, everything the pipe holds now."""
+        os.set_blocking(self.fd, False)
+        try:
+            while chunk := os.read(self.fd, 1 << 20):
+                self.buffer += chunk
+        except BlockingIOError:
+            pass
+        finally:
+            os.set_blocking(self.fd, True)
+
+    def complete(self) -> bool:
+        """Whether a whole frame is waiting."""
+        if len(self.buffer) < HEADER.size:
+            return False
+        (n,) = HEADER.unpack(self.buffer[: HEADER.size])
+        return len(self.buffer) >= HEADER.size + n
+
+    def next(self) -> dict | None:
+        """The next whole frame, None if it has not all arrived; ProtocolError if it cannot be
+        read."""
+        if len(self.buffer) < HEADER.size:
+            return None
+        (n,) = HEADER.unpack(self.buffer[: HEADER.size])
+        if n > MAX_FRAME:
+            raise ProtocolError("the grading process sent a frame larger than the limit")
+        end = HEADER.size + n
+        if len(self.buffer) < end:
+            return None
+        payload, self.buffer = self.buffer[HEADER.size : end], self.buffer[end:]
+        return unpack(payload)
+
+
+# --------------------------------------------------------------------------------------------
+# Values
+# --------------------------------------------------------------------------------------------
+
+
+def encode(value, keep=None, _state=None, _depth: int = 0):
+    """The tagged tree of `value`; objects that are not plain data go through keep(obj) -> id.
+
+    Example: encode((torch.ones(1), {("a", 1): 2}, torch.float64)) ->
+        ("U", [("T", tensor([1.]), "cpu"), ("D", [(("U", ["a", 1]), 2)]), ("Y", "float64")])
+    """
+    state = _state if _state is not None else [0]
+    state[0] += 1
+    if state[0] > MAX_ITEMS or _depth > MAX_DEPTH:
+        raise ProtocolError("the value is too large or too deeply nested to send")
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    if isinstance(value, (bytes, bytearray)):  # weights_only cannot load an empty bytes
+        return ("B", bytes(value).decode("latin-1"))
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, torch.dtype):
+        if dtype_name(value) not in DTYPES:
+            raise ProtocolError(f"the dtype {value} cannot be sent")
+        return ("Y", dtype_name(value))
+    if isinstance(value, torch.device):
+        return ("V", value.type)
+    if isinstance(value, torch.Tensor):
+        device = value.device.type
+        return ("T", value.detach().as_subclass(torch.Tensor).to("cpu").contiguous(), device)
+    module = type(value).__module__ or ""
+    if module == "numpy" or module.startswith("numpy."):
+        value = _from_numpy(value)
+        if isinstance(value, torch.Tensor) or type(value) in (bool, int, float, complex):
+            return encode(value, keep, state, _depth)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, list):
+        return ("L", [encode(v, keep, state, _depth + 1) for v in value])
+    if isinstance(value, tuple):
+        return ("U", [encode(v, keep, state, _depth + 1) for v in value])
+    if isinstance(value, dict):
+        return (
+            "D",
+            [
+                (encode(k, keep, state, _depth + 1), encode(v, keep, state, _depth + 1))
+                for k, v in value.items()
+            ],
+        )
+    if keep is None:
+        raise ProtocolError(f"a {type(value).__name__} cannot be sent")
+    return ("H", keep(value), type(value).__name__)
+
+
+def _from_numpy(value):
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "biuf":
+            return torch.from_numpy(np.ascontiguousarray(value)).clone()
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def decode(enc, resolve=None, device_map=None, _state=None, _depth: int = 0):
+    """The value of a tagged tree, checking every node; handles go through resolve(id, type name).
+
+    device_map(name) says where a tensor, or a torch.device, that was on device `name` goes on
+    this side.
+    Raises ProtocolError for anything that is not a well-formed tree of plain data.
+    """
+    state = _state if _state is not None else [0]
+    state[0] += 1
+    if state[0] > MAX_ITEMS or _depth > MAX_DEPTH:
+        raise ProtocolError("the value is too large or too deeply nested")
+    if enc is None or type(enc) in (bool, int, float, str):
+        return enc
+    if type(enc) is not tuple or not enc or enc[0] not in ("T", "L", "U", "D", "H", "B", "Y", "V"):
+        raise ProtocolError(f"unexpected {type(enc).__name__} in a value")
+    tag = enc[0]
+    if tag == "B":
+        if len(enc) != 2 or type(enc[1]) is not str:
+            raise ProtocolError("malformed bytes")
+        try:
+            return enc[1].encode("latin-1")
+        except UnicodeEncodeError:
+            raise ProtocolError("malformed bytes") from None
+    if tag == "Y":
+        if len(enc) != 2 or type(enc[1]) is not str or enc[1] not in DTYPES:
+            raise ProtocolError("a malformed or unknown dtype")
+        return DTYPES[enc[1]]
+    if tag == "V":
+        if len(enc) != 2 or enc[1] not in ("cpu", "cuda"):
+            raise ProtocolError("a malformed or unknown device")
+        return torch.device(device_map(enc[1]) if device_map else enc[1])
+    if tag == "T":
+        if len(enc) != 3 or type(enc[1]) not in TENSOR_TYPES or type(enc[2]) is not str:
+            raise ProtocolError("a malformed tensor")
+        t = enc[1]
+        if t.layout != torch.strided or t.numel() > MAX_NUMEL or t.is_quantized:
+            raise ProtocolError("a tensor that is sparse, quantized or too large")
+        t = t.detach().as_subclass(torch.Tensor)
+        return t.to(device_map(enc[2])) if device_map else t
+    if tag in ("L", "U"):
+        if len(enc) != 2 or type(enc[1]) is not list:
+            raise ProtocolError("a malformed list or tuple")
+        items = [decode(v, resolve, device_map, state, _depth + 1) for v in enc[1]]
+        return items if tag == "L" else tuple(items)
+    if tag == "D":
+        if len(enc) != 2 or type(enc[1]) is not list:
+            raise ProtocolError("a malformed dict")
+        out = {}
+        for pair in enc[1]:
+            if type(pair) is not tuple or len(pair) != 2:
+                raise ProtocolError("a malformed dict entry")
+            key = decode(pair[0], resolve, device_map, state, _depth + 1)
+            try:
+                hash(key)
+            except TypeError:
+                raise ProtocolError("a dict key that is not hashable") from None
+            out[key] = decode(pair[1], resolve, device_map, state, _depth + 1)
+        return out
+    if len(enc) != 3 or type(enc[1]) is not int or type(enc[2]) is not str or resolve is None:
+        raise ProtocolError("a malformed or unexpected object handle")
+    return resolve(enc[1], enc[2])
