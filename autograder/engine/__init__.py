@@ -42,8 +42,8 @@ One submission
 
 The wire
     ``protocol.py`` holds it in code, imported by both sides: every message name (``Op``,
-    ``Event``), the frame codec (an 8-byte big-endian length and a ``torch.save`` payload, loaded
-    with ``torch.load(weights_only=True)``), the tagged values (tensors with their device, plain
+    ``Event``), the frame codec (an 8-byte big-endian length and a pickle of plain data, loaded
+    with every class refused), the tagged values (tensors with their device, plain
     data, handles for objects that stay in the sandbox) and the device mapping. Its docstring
     lists every message, on the control channel (``fork``, ``ready``, ``ended``) and on the data
     channel (``run``, ``cell``, ``cell_done``, ``ready``, ``call``, ``get``, ``describe``,
