@@ -1,6 +1,6 @@
 """The grading engine: one sandboxed run per submission, verdicts computed outside it.
 
-The whole protocol, in one place.
+How it fits together; ``protocol.py`` holds the messages themselves, in code.
 
 Who runs where
     The **parent** (``grade.py``, the instructor's command) reads the submissions, never writes
@@ -8,8 +8,9 @@ Who runs where
     It hands each submission to a **worker** as a self-contained ``Job`` (the notebook's bytes,
     the release, the points): a local process, or a Dask worker (``--scheduler``).
 
-    In the worker, the **judge** (``judge.py``) runs the chapter's checks. It never runs, imports
-    or unpickles anything of a student's. The student's code runs in the **runner**
+    In the worker, the **judge** (``judge.py``) runs the chapter's checks. It never runs or
+    imports anything of a student's, and builds nothing but plain data and tensors from what the
+    sandbox sends. The student's code runs in the **runner**
     (``runner.py``) inside the **sandbox** (``sandbox.py``: bubblewrap; the Python installation
     read-only, the runner script, one empty writable folder; no course, no package, no other
     submission, no gradebook, no network, its own PID namespace).
