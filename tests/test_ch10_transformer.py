@@ -29,7 +29,7 @@ from autograder.chapters import load, without_markers
 from autograder.chapters.ch10_transformer import reference as ref
 from autograder.chapters.ch10_transformer import right, wrong
 
-from chapter_helpers import DEVICES
+from chapter_helpers import DEVICES, judge_with_mistake
 from nbgrader_helpers import REPO
 
 SLUG = "ch10_transformer"
@@ -279,3 +279,33 @@ def test_the_visible_tests_name_the_usual_mistakes(visible, name, impl, cell, sa
 def test_the_right_banks_translations_use_the_notebooks_model():
     """The translate variants read `model` from the notebook; here it is the reference's."""
     assert right.model.encode.__self__ is ref.trained_model()
+
+
+_FRESH_CACHE = '''
+@torch.no_grad()
+def greedy_decode(model, src, max_len, bos_id, eos_id, use_cache=False):
+    memory = model.encode(src)
+    ys = torch.full((src.size(0), 1), bos_id, dtype=torch.long, device=src.device)
+    done = torch.zeros(src.size(0), dtype=torch.bool, device=src.device)
+    for _ in range(max_len):
+        if use_cache:
+            logits = model.decode(ys[:, -1:], memory, cache={})   # a new dict each step
+        else:
+            logits = model.decode(ys, memory)
+        word = logits[:, -1].argmax(-1).masked_fill(done, eos_id)
+        ys = torch.cat([ys, word[:, None]], 1)
+        done |= word == eos_id
+        if done.all():
+            break
+    return ys[:, 1:]
+'''
+
+
+@pytest.mark.slow
+def test_in_the_sandbox_a_cache_that_drops_earlier_keys_costs_greedy_decode_only():
+    """The real grader: the notebook's training runs in the sandbox, greedy_decode's check
+    builds the setup cell's ToyTranslator there, and translate (its own loop) keeps its points."""
+    verdicts = judge_with_mistake(SLUG, _FRESH_CACHE)
+    failed = {gid for gid, (passed, _) in verdicts.items() if not passed}
+    assert failed == {"greedy_decode_tests"}, verdicts
+    assert "same cache dict" in verdicts["greedy_decode_tests"][1]
