@@ -503,6 +503,22 @@ def check_transformer_masks(cls: Subject) -> None:
                     "memory_padding_mask to multihead_attn, each inverted.")  # fmt: skip
 
 
+_TORCH_MASK = {"tgt_mask": "tgt_mask", "src_padding_mask": "src_key_padding_mask",
+               "tgt_padding_mask": "tgt_key_padding_mask",
+               "memory_padding_mask": "memory_key_padding_mask"}  # fmt: skip
+
+
+def _name_dropped_mask(out, theirs, src, tgt, inverted, dtype, what):
+    """Name a mask that forward does not hand on, when leaving it out gives the output."""
+    for name in inverted:
+        kept = {_TORCH_MASK[k]: v for k, v in inverted.items() if k != name}
+        with torch.no_grad():
+            if _nan_safe_close(out, theirs(src, tgt, **kept), dtype):
+                to = "encode" if name == "src_padding_mask" else "decode"
+                raise CheckFailed(f"{what}: forward must hand {name} on to {to}; the output is "
+                                  f"nn.Transformer's without it.")  # fmt: skip
+
+
 @check()
 def check_transformer(cls: Subject) -> None:
     """forward(src, tgt, tgt_mask=None, src_padding_mask=None, tgt_padding_mask=None,
@@ -536,6 +552,7 @@ def check_transformer(cls: Subject) -> None:
             if (isinstance(own, torch.Tensor) and not close(own, expected, dtype)
                     and _nan_safe_close(out, own, dtype)):  # fmt: skip
                 continue
+            _name_dropped_mask(out, theirs, src, tgt, inv, dtype, what)
             compare(out, expected, what, hint="forward is decode(tgt, encode(src, "
                     "src_padding_mask), tgt_mask, tgt_padding_mask, memory_padding_mask).")
     # gradients, float64 on the CPU, where the output is torch's

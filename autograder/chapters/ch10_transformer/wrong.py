@@ -281,7 +281,8 @@ WRONG = {
         "no final norm": Mistake(TransformerNoFinalNorm, "final LayerNorm"),
         "masks as given": Mistake(TransformerMasksAsGiven, "the right way round"),
         "no causal mask": Mistake(TransformerNoCausal, "the future leaks in"),
-        "forward drops a mask": Mistake(TransformerForwardDropsMemoryMask, "values differ"),
+        "forward drops a mask": Mistake(TransformerForwardDropsMemoryMask,
+                                        "must hand memory_padding_mask on"),
         "no dropout": Mistake(TransformerNoDropout, "the dropout does nothing"),
     },
     "greedy_decode": {
