@@ -51,10 +51,14 @@ class Course:
         return load_config(self.root)
 
     def policy(self):
-        """The due dates and late policy (ValueError naming a setting it cannot understand)."""
+        """The due dates, extensions and late policy (ValueError naming what it cannot read)."""
         from autograder.course.policy import Policy
 
-        return Policy.from_config(self.config())
+        return Policy.from_config(self.config()).with_extensions(self.extensions_path)
+
+    @property
+    def extensions_path(self) -> Path:
+        return self.grading / "extensions.csv"
 
     def roster(self):
         from autograder.course.roster import Roster

@@ -46,6 +46,7 @@ class Submission:
     max_score: float
     cells: dict[str, float] = field(default_factory=dict)  # grade id -> score, graded cells
     needs_manual: tuple[str, ...] = ()  # grade ids still waiting for a hand
+    by_hand: tuple[str, ...] = ()  # grade ids with a score given by hand
 
     @property
     def score(self) -> float:
@@ -69,9 +70,11 @@ def read(course, assignment: str) -> tuple[dict[str, Submission], float]:
                 f"the gradebook has no assignment {assignment!r}: grade it first"
             ) from None
         for sub in a.submissions:
-            cells, manual = {}, []
+            cells, manual, by_hand = {}, [], []
             for nb in sub.notebooks:
                 for g in nb.grades:
+                    if g.manual_score is not None:
+                        by_hand.append(g.cell.name)
                     if g.needs_manual_grade:
                         manual.append(g.cell.name)
                     elif g.score is not None:
@@ -83,6 +86,7 @@ def read(course, assignment: str) -> tuple[dict[str, Submission], float]:
                 max_score=float(sub.max_score or 0.0),
                 cells=cells,
                 needs_manual=tuple(sorted(manual)),
+                by_hand=tuple(sorted(by_hand)),
             )
         return out, float(a.max_score or 0.0)
 

@@ -98,7 +98,7 @@ def grade_assignment(
         if note:
             result.reason = "; ".join(x for x in (note, result.reason) if x)
         if result.autograded:
-            late = policy.lateness(assignment, when, result.max_score)
+            late = policy.lateness(assignment, when, result.max_score, result.student)
             result.penalty = late.penalty
             result.late_by = late.describe()
             started = time.monotonic()

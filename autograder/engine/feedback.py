@@ -12,6 +12,7 @@ from pathlib import Path
 
 from autograder.course import Course, grades
 from autograder.engine.gradebook import last_line
+from autograder.engine.reports import refresh_reports
 
 __all__ = ["generate", "refresh_feedback"]
 
@@ -49,7 +50,9 @@ def refresh_feedback(course: Course, assignment: str) -> dict[str, str]:
     students = sorted(p.parent.name for p in course.autograded.glob(f"*/{assignment}"))
     if not students:
         raise ValueError(f"no graded notebook of {assignment!r}: grade it first")
-    return generate(course, assignment, students)
+    failed = generate(course, assignment, students)
+    refresh_reports(course, assignment)
+    return failed
 
 
 MATHJAX_CONFIG = """window.MathJax = {

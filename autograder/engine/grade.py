@@ -65,7 +65,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         flagged = [r for r in results if r.findings or r.integrity]
-        print(f"{assignment}: graded {len(results)} submissions; {len(flagged)} flagged for review")
+        handed = [r for r in results if r.autograded or r.status == "error"]
+        if not handed:
+            print(f"{assignment}: 0 notebooks handed in; {len(results)} students without one")
+            continue
+        print(
+            f"{assignment}: {len(handed)} notebooks handed in and graded, "
+            f"{len(results) - len(handed)} students without one; {len(flagged)} flagged for review"
+        )
         print(f"  grades:   {course.reports / (assignment + '.csv')}")
         print(f"  report:   {course.reports / (assignment + '-report.md')}")
         print(f"  feedback: {course.feedback}/<student>/{assignment}/")

@@ -9,6 +9,7 @@ graded submission's automatic scores go in without touching a score given by han
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import shutil
 import tempfile
@@ -53,10 +54,17 @@ def last_line(text: str) -> str:
 
 
 def merge(course: Course, assignment: str, result: StudentResult) -> None:
-    """Scores into the gradebook and the autograded notebooks into place; a score given by hand
-    stays, and a cell graded by hand is not asked for again."""
+    """Scores into the gradebook and the autograded notebooks into place. A score given by hand
+    stays while the cell's text is the one that was graded (the last autograded notebook's);
+    a changed answer goes back to hand grading, its earlier score and comment kept in
+    <grading>/superseded/, and the row says so."""
     from nbgrader.api import MissingEntry
 
+    target = course.autograded / result.student / assignment
+    before = _written(
+        {p.name: p.read_text() for p in target.glob("*.ipynb")} if target.is_dir() else {}
+    )
+    now = _written(result.autograded)
     with grades.gradebook(course) as gb:
         gb.update_or_create_student(result.student)
         try:
@@ -68,10 +76,28 @@ def merge(course: Course, assignment: str, result: StudentResult) -> None:
             if when.tzinfo is not None:  # the gradebook keeps naive UTC, as nbgrader does
                 when = when.astimezone(dt.UTC).replace(tzinfo=None)
             submission.timestamp = when
-        # The penalty is a share of the maximum (autograder.course.policy); nbgrader adds up the
-        # notebooks' penalties, so it goes on one.
-        for i, nb in enumerate(sorted(submission.notebooks, key=lambda n: n.name)):
-            nb.late_submission_penalty = result.penalty if i == 0 else 0.0
+        _set_penalty(submission, result.penalty)
+        changed = {
+            g.cell.name: g
+            for nb in submission.notebooks
+            for g in nb.grades
+            if g.manual_score is not None
+            and g.cell.name in now
+            and before.get(g.cell.name) != now[g.cell.name]
+        }
+        if changed:
+            kept = _keep(course, result.student, assignment, grades.snapshot(submission), "hand")
+            for gid, grade in sorted(changed.items()):
+                result.reason += (
+                    f"{'; ' if result.reason else ''}{gid}: the answer changed since it was "
+                    f"graded by hand ({grade.manual_score:g} points); it waits for a hand again "
+                    f"(the earlier score and comment are kept in {kept}/)"
+                )
+                grade.manual_score = None
+            for nb in submission.notebooks:
+                for comment in nb.comments:
+                    if comment.cell.name in changed:
+                        comment.manual_comment = None
         for nb in submission.notebooks:
             for grade in nb.grades:
                 gid = grade.cell.name
@@ -85,13 +111,54 @@ def merge(course: Course, assignment: str, result: StudentResult) -> None:
                     grade.auto_score = None
                     grade.needs_manual_grade = grade.manual_score is None
         gb.db.commit()
-    target = course.autograded / result.student / assignment
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     for name, text in result.autograded.items():
         (target / name).write_text(text)
     if result.timestamp:
         (target / "timestamp.txt").write_text(result.timestamp)
+
+
+def _written(notebooks: dict[str, str]) -> dict[str, str]:
+    """{grade id: checksum of the text} of the cells graded by hand (answer and grade)."""
+    out = {}
+    for text in notebooks.values():
+        for cell in json.loads(text).get("cells", []):
+            meta = cell.get("metadata", {}).get("nbgrader", {})
+            if meta.get("solution") and meta.get("grade"):
+                source = "".join(cell.get("source", ""))
+                out[meta["grade_id"]] = hashlib.sha256(source.strip().encode()).hexdigest()
+    return out
+
+
+def _set_penalty(submission, penalty: float) -> None:
+    # The penalty is a share of the maximum (autograder.course.policy); nbgrader adds up the
+    # notebooks' penalties, so it goes on one.
+    for i, nb in enumerate(sorted(submission.notebooks, key=lambda n: n.name)):
+        nb.late_submission_penalty = penalty if i == 0 else 0.0
+
+
+def set_penalty(course: Course, assignment: str, student: str, penalty: float) -> bool:
+    """A new late penalty for a graded submission (after an extension); False if none."""
+    from nbgrader.api import MissingEntry
+
+    with grades.gradebook(course) as gb:
+        try:
+            _set_penalty(gb.find_submission(assignment, student), penalty)
+        except MissingEntry:
+            return False
+        gb.db.commit()
+    return True
+
+
+def _keep(course: Course, student: str, assignment: str, snapshot: dict, why: str) -> Path:
+    """`snapshot` written to <grading>/superseded/<student>/<assignment>/<time>-<why>/; the
+    folder, relative to <grading>."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    target = course.grading / "superseded" / student / assignment / f"{stamp}-{why}"
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "grades.json").write_text(json.dumps(snapshot, indent=1))
+    return target.relative_to(course.grading)
 
 
 def set_due_date(course: Course, assignment: str, due) -> None:
@@ -124,17 +191,13 @@ def supersede(course: Course, assignment: str, result: StudentResult) -> None:
             )
             return
         gb.remove_submission(assignment, result.student)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    target = course.grading / "superseded" / result.student / assignment / f"{stamp}-grade"
-    target.mkdir(parents=True, exist_ok=True)
-    (target / "grades.json").write_text(json.dumps(old, indent=1))
+    where = _keep(course, result.student, assignment, old, "grade")
     for name, folder in (
         ("autograded", course.autograded / result.student / assignment),
         ("feedback", course.feedback / result.student / assignment),
     ):
         if folder.exists():
-            shutil.move(str(folder), str(target / name))
-    where = target.relative_to(course.grading)
+            shutil.move(str(folder), str(course.grading / where / name))
     result.reason += (
         f"{'; ' if result.reason else ''}the earlier grade ({old['score']:g} / "
         f"{old['max_score']:g}) no longer stands; it is kept in {where}/"
@@ -157,9 +220,9 @@ def gone(course: Course, assignment: str) -> list[str]:
 def read_back(course: Course, assignment: str, rows: list[StudentResult], policy) -> None:
     """Fill the rows' scores from the gradebook: its total (a hand-given score counts), the
     cells still waiting for a hand, the late penalty; so the CSV says what the gradebook says."""
-    due = policy.due(assignment)
     submissions, _ = grades.read(course, assignment)
     for r in rows:
+        due = policy.due(assignment, r.student)
         r.due = due.isoformat() if due else None
         s = submissions.get(r.student)
         if s is None:
@@ -167,6 +230,8 @@ def read_back(course: Course, assignment: str, rows: list[StudentResult], policy
             continue
         r.cells = dict(s.cells)
         r.needs_manual = list(s.needs_manual)
-        r.unanswered = [c for c in r.unanswered if c not in s.cells]
+        r.unanswered = [c for c in r.unanswered if c in s.cells and c not in s.by_hand]
         r.raw_score, r.penalty, r.score = s.raw_score, s.penalty, s.score
         r.max_score = s.max_score or r.max_score
+        when = dt.datetime.fromisoformat(r.timestamp) if r.timestamp else None
+        r.late_by = policy.lateness(assignment, when, r.max_score, r.student).describe()

@@ -95,7 +95,7 @@ def _grade(job: Job, result: StudentResult) -> None:
         part_seconds=job.part_seconds,
         hidden=job.hidden,
     )
-    problems = []
+    problems, renamed = [], []
     for name, release_json in sorted(job.release.items()):
         release = nbformat.reads(release_json, as_version=4)
         stem = name.removesuffix(".ipynb")
@@ -104,6 +104,7 @@ def _grade(job: Job, result: StudentResult) -> None:
         if raw is None and len(job.notebooks) == 1 and len(job.release) == 1:
             # One notebook under another name ("Copy of ...", "... (1).ipynb"): it is the one.
             ((other, raw),) = job.notebooks.items()
+            renamed.append(other)
             problems.append(f"graded {other} as {name} (the only notebook handed in)")
         if raw is None:
             found = ", ".join(sorted(job.notebooks)) or "no notebook at all"
@@ -119,7 +120,8 @@ def _grade(job: Job, result: StudentResult) -> None:
         for f in scanner.scan_notebook(
             nb, forbidden_builtins=chapter.forbidden_builtins, release_nb=release
         ):
-            result.findings.append(f"{name}:{f.cell_id}:{f.line} {f.kind}: {f.code}")
+            message = f.message.replace(" | ", "; ")  # " | " separates findings in the CSV
+            result.findings.append(f"{name}:{f.cell_id}:{f.line} {f.kind}: {message} `{f.code}`")
         _add(result.timings, "scanner", time.monotonic() - scan_started)
 
         plan = _plan(nb, release, graded)
@@ -132,7 +134,15 @@ def _grade(job: Job, result: StudentResult) -> None:
             result.status = "error"
         for index, why in run.skipped.items():
             problems.append(f"{name}: cell {index + 1} was skipped: {why}")
+        for index, outputs in sorted(run.outputs.items()):
+            if any(o.get("ename") == "TimeLimit" for o in outputs):
+                problems.append(f"{name}: cell {index + 1} ran past the time limit and was stopped")
         verdicts = {v.grade_id: v for v in run.verdicts}
+        for v in run.verdicts:
+            if not v.passed and "time limit" in v.message:
+                problems.append(f"{name}: the checks of {v.grade_id} ran past the time limit")
+        if plan.blank:
+            problems.append(f"{name} is the release as it was: nothing was answered")
         for gid, cell in graded.items():
             if cell.manual:
                 if gid in plan.unanswered:
@@ -147,6 +157,9 @@ def _grade(job: Job, result: StudentResult) -> None:
             elif verdict is None:
                 result.messages[gid] = "no check is declared for this cell"
         result.autograded[name] = nbformat.writes(_autograded(plan, run, verdicts, graded))
+    extra = sorted(set(job.notebooks) - set(job.release) - {n for n in renamed if n})
+    if extra and any(n in job.notebooks for n in job.release):
+        problems.append(f"also handed in, not graded: {', '.join(extra)}")
     if problems:
         result.reason = "; ".join(problems)
         if not result.autograded:
@@ -159,6 +172,7 @@ class _Plan:
     to_run: list[tuple[int, str]]  # (index in nb, source) of the code cells the runner runs
     tests: dict[int, str]  # index in nb -> grade id of a test cell
     unanswered: set[str]  # manual cells the student left as released
+    blank: bool  # every answer cell is as released
 
 
 def _plan(nb, release, graded: dict[str, GradedCell]) -> _Plan:
@@ -218,7 +232,8 @@ def _plan(nb, release, graded: dict[str, GradedCell]) -> _Plan:
             continue
         cell.outputs = []
         to_run.append((index, cell.source))
-    return _Plan(out, to_run, tests, unanswered)
+    blank = [c.source.strip() for c in nb.cells] == [c.source.strip() for c in release.cells]
+    return _Plan(out, to_run, tests, unanswered, blank)
 
 
 def _autograded(plan: _Plan, run, verdicts: dict, graded: dict[str, GradedCell]):
