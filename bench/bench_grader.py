@@ -5,6 +5,13 @@ of mistakes, in turn), grades one copy of the course with plain `nbgrader autogr
 one student after another, no sandbox, the hidden tests in the student's kernel) and another with
 `autograder.engine.grade` (every protection on: sandbox, checks outside it, scanner, feedback), and
 prints the throughput of each, the ratio, and whether every student's automatic score is the same.
+Then where the time goes, per notebook: for the engine, each step a result reports in its
+``timings`` ("sandbox start", "execution", "judging", "scanner", "gradebook", "feedback", ...:
+whatever keys it finds), mean and largest per notebook, and the batch's own time beyond the
+workers'; for nbgrader, which cannot be split from outside, the total per notebook.
+
+The machine may be shared: run it with `nice`, and read the load (printed before and after) with
+the ratio. Both graders run the same way, one after the other.
 
 Usage: python bench/bench_grader.py [--submissions 40] [--workers N]
 """
@@ -105,6 +112,7 @@ def main() -> None:
     from autograder.engine.grade import Course, grade_assignment
 
     n = args.submissions
+    load_before = _load()
     root = Path(tempfile.mkdtemp(prefix="bench-grader-"))
     try:
         sequential = make_course(root / "sequential", n)
@@ -123,19 +131,49 @@ def main() -> None:
         differ = sorted(s for s in theirs if theirs[s] != ours.get(s))
         same = "yes" if not differ and len(ours) == n else f"NO ({', '.join(differ)})"
 
+        print(f"load before: {load_before}; after: {_load()}")
         rows = [
             ("nbgrader autograde (sequential, no sandbox)", t_seq, ""),
             (f"autograder.engine.grade ({args.workers} workers, everything on)", t_batch, same),
         ]
-        print(f"{n} submissions of {A}, {os.cpu_count()} cores (target: batch >= 2x sequential)")
+        print(f"{n} submissions of {A}, {os.cpu_count()} cores (target: batch >= 4x sequential)")
         print(f"{'grader':<62} {'seconds':>8} {'per min':>8} {'ratio':>6}  same scores")
         for label, seconds, same_scores in rows:
             print(
                 f"{label:<62} {seconds:8.1f} {60 * n / seconds:8.1f} {t_seq / seconds:5.2f}x  "
                 f"{same_scores}"
             )
+        print_breakdown(results, t_seq, t_batch, args.workers)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def print_breakdown(results, t_seq: float, t_batch: float, workers: int) -> None:
+    """Seconds per notebook, step by step (mean and largest), for the engine; nbgrader's total."""
+    n = max(len(results), 1)
+    steps: dict[str, list[float]] = {}
+    for r in results:
+        for key, seconds in (getattr(r, "timings", None) or {}).items():
+            steps.setdefault(key, []).append(float(seconds))
+    worker_seconds = [float(getattr(r, "seconds", 0.0)) for r in results]
+    print()
+    print(f"{'per notebook (seconds)':<40} {'mean':>7} {'max':>7}")
+    print(f"{'nbgrader autograde: all of it':<40} {t_seq / n:7.2f}")
+    for key, values in steps.items():
+        values += [0.0] * (n - len(values))
+        print(f"{'engine: ' + key:<40} {sum(values) / n:7.2f} {max(values):7.2f}")
+    if not steps:
+        print("engine: the results carry no timings (StudentResult.timings); only the total")
+    if worker_seconds:
+        print(f"{'engine: a worker, all of it':<40} {sum(worker_seconds) / n:7.2f} "
+              f"{max(worker_seconds):7.2f}")
+        rest = t_batch - sum(worker_seconds) / max(workers, 1)
+        print(f"{'engine: the batch beyond its workers':<40} {rest / n:7.2f}   "
+              "(start, gradebook, feedback, reports: the parent's share)")
 
 
 if __name__ == "__main__":

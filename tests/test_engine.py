@@ -740,6 +740,35 @@ def test_dtypes_and_devices_cross_the_wire_by_name_and_nothing_else_does():
             decode(forged)
 
 
+def test_a_frame_holds_plain_data_and_tensors_by_their_bytes_only():
+    import pickle
+
+    from autograder.engine.protocol import HEADER, ProtocolError, decode, encode, pack, unpack
+
+    value = (torch.randn(2, 3).double(), torch.tensor(True), torch.zeros(0, 4).bfloat16())
+    back = decode(unpack(pack({"v": encode(value)})[HEADER.size :])["v"])
+    assert all(torch.equal(a, b) and a.dtype == b.dtype for a, b in zip(value, back, strict=True))
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("exit 3",))
+
+    for payload in (pickle.dumps({"x": Evil()}), pickle.dumps({"t": torch.ones(1)}), b"\x80"):
+        with pytest.raises(ProtocolError):
+            unpack(payload)
+    with pytest.raises(ProtocolError):
+        unpack(pickle.dumps([1]))  # a frame is a dict
+    for forged in (
+        ("T", "float32", [2], b"\0" * 4, "cpu"),  # bytes that do not match the shape
+        ("T", "float32", [-1], b"", "cpu"),
+        ("T", "object", [1], b"\0" * 8, "cpu"),
+        ("T", "float32", [2**20, 2**20], b"", "cpu"),  # too large
+        ("T", "float32", [1], "\0" * 4, "cpu"),
+    ):
+        with pytest.raises(ProtocolError):
+            decode(forged)
+
+
 def test_message_names_are_written_once_in_the_protocol_module():
     """The runner and the judge name every message through autograder.engine.protocol; the
     protocol's docstring lists every one."""

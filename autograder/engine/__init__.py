@@ -1,6 +1,6 @@
 """The grading engine: one sandboxed run per submission, verdicts computed outside it.
 
-The whole protocol, in one place.
+How it fits together; ``protocol.py`` holds the messages themselves, in code.
 
 Who runs where
     The **parent** (``grade.py``, the instructor's command) reads the submissions, never writes
@@ -8,8 +8,9 @@ Who runs where
     It hands each submission to a **worker** as a self-contained ``Job`` (the notebook's bytes,
     the release, the points): a local process, or a Dask worker (``--scheduler``).
 
-    In the worker, the **judge** (``judge.py``) runs the chapter's checks. It never runs, imports
-    or unpickles anything of a student's. The student's code runs in the **runner**
+    In the worker, the **judge** (``judge.py``) runs the chapter's checks. It never runs or
+    imports anything of a student's, and builds nothing but plain data and tensors from what the
+    sandbox sends. The student's code runs in the **runner**
     (``runner.py``) inside the **sandbox** (``sandbox.py``: bubblewrap; the Python installation
     read-only, the runner script, one empty writable folder; no course, no package, no other
     submission, no gradebook, no network, its own PID namespace).
@@ -42,8 +43,8 @@ One submission
 
 The wire
     ``protocol.py`` holds it in code, imported by both sides: every message name (``Op``,
-    ``Event``), the frame codec (an 8-byte big-endian length and a ``torch.save`` payload, loaded
-    with ``torch.load(weights_only=True)``), the tagged values (tensors with their device, plain
+    ``Event``), the frame codec (an 8-byte big-endian length and a pickle of plain data, loaded
+    with every class refused), the tagged values (tensors with their device, plain
     data, handles for objects that stay in the sandbox) and the device mapping. Its docstring
     lists every message, on the control channel (``fork``, ``ready``, ``ended``) and on the data
     channel (``run``, ``cell``, ``cell_done``, ``ready``, ``call``, ``get``, ``describe``,

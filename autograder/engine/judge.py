@@ -7,8 +7,8 @@ with a :class:`RemoteSubject` standing for the student's function, class or obje
 check makes is sent to the runner, which calls the student's code on the check's inputs and sends
 back the result as data. The stand-ins a check declares are answered here too, with the reference,
 when the student's code calls them. This process never runs, imports or unpickles anything of the
-student's: it loads frames with ``torch.load(weights_only=True)`` and checks every value
-(``protocol.decode``).
+student's: frames hold plain data only, unpickled with every class refused, and every value is
+checked (``protocol.decode``).
 
 Time. A cell, and a call, run under a time limit that the runner enforces itself (an alarm); if the
 student's code does not stop, the judge kills the runner a few seconds later. A runner that ends

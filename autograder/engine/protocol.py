@@ -10,10 +10,12 @@ Channels
     process closes before any of its code runs).
 
 Frames
-    An 8-byte big-endian length, then a ``torch.save`` payload of a dict, read on both sides with
-    ``torch.load(weights_only=True)`` (tensors and plain data only; :func:`pack`, :func:`unpack`,
-    :class:`Channel`, :class:`FrameBuffer`). Requests carry ``"op"``, events carry ``"event"``,
-    replies carry ``"ok"``.
+    An 8-byte big-endian length, then a pickle of a dict of plain data (None, bool, int, float,
+    str, bytes, lists, tuples, dicts), read on both sides by an unpickler that refuses every
+    class and function (``find_class`` raises), so a frame can build nothing else (:func:`pack`,
+    :func:`unpack`, :class:`Channel`, :class:`FrameBuffer`). A tensor travels as its dtype's
+    name, its shape and its bytes. Requests carry ``"op"``, events carry ``"event"``, replies
+    carry ``"ok"``.
 
 Messages (``Op`` judge -> runner, ``Event`` runner -> judge)
     control channel:
@@ -46,7 +48,8 @@ Messages (``Op`` judge -> runner, ``Event`` runner -> judge)
 
 Values
     Tagged trees (:func:`encode`, :func:`decode`): scalars (None, bool, int, float, str) as
-    themselves; ``("B", latin-1 text)`` for bytes, ``("T", tensor, device)`` for a tensor,
+    themselves; ``("B", latin-1 text)`` for bytes, ``("T", dtype, shape, bytes, device)`` for a
+    tensor,
     ``("Y", name)`` for a dtype, ``("V", type)`` for a device, ``("L", [...])`` for a list,
     ``("U", [...])`` for a tuple, ``("D", [(key, value), ...])`` for a dict (so keys may be
     tuples), and ``("H", id, type name)`` for an object that stays on its side (a module, a
@@ -60,7 +63,9 @@ Devices
 from __future__ import annotations
 
 import io
+import math
 import os
+import pickle
 import struct
 
 import torch
@@ -94,7 +99,6 @@ MAX_FRAME = 256 * 2**20  # bytes in one frame
 MAX_DEPTH = 32  # nesting of containers in one value
 MAX_ITEMS = 100_000  # scalars, tensors and containers in one value
 MAX_NUMEL = 2**27  # elements in one tensor
-TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
 # The dtypes a value may name (a check asking for float64, a student's result in bfloat16).
 DTYPES = {
     str(d).removeprefix("torch."): d
@@ -134,11 +138,16 @@ def dtype_name(dtype) -> str | None:
 # --------------------------------------------------------------------------------------------
 
 
+class _PlainData(pickle.Unpickler):
+    """Unpickles plain data only: every class or function a pickle names is refused."""
+
+    def find_class(self, module, name):
+        raise ProtocolError(f"a frame may hold plain data only, not {module}.{name}")
+
+
 def pack(message: dict) -> bytes:
     """A whole frame: the header, then the payload."""
-    buf = io.BytesIO()
-    torch.save(message, buf, _use_new_zipfile_serialization=False)
-    payload = buf.getvalue()
+    payload = pickle.dumps(message, protocol=5)
     if len(payload) > MAX_FRAME:
         raise ProtocolError("the message is larger than the frame limit")
     return HEADER.pack(len(payload)) + payload
@@ -147,7 +156,7 @@ def pack(message: dict) -> bytes:
 def unpack(payload: bytes) -> dict:
     """The message of a frame's payload; ProtocolError if it is not a dict of plain data."""
     try:
-        message = torch.load(io.BytesIO(payload), weights_only=True)
+        message = _PlainData(io.BytesIO(payload)).load()
     except Exception:  # a forged or broken frame: nothing in it is run
         message = None
     if type(message) is not dict:
@@ -254,8 +263,11 @@ def encode(value, keep=None, _state=None, _depth: int = 0):
     if isinstance(value, torch.device):
         return ("V", value.type)
     if isinstance(value, torch.Tensor):
-        device = value.device.type
-        return ("T", value.detach().as_subclass(torch.Tensor).to("cpu").contiguous(), device)
+        t = value.detach().as_subclass(torch.Tensor).to("cpu").contiguous()
+        if dtype_name(t.dtype) not in DTYPES or t.layout != torch.strided:
+            raise ProtocolError(f"a {t.dtype} tensor cannot be sent")
+        data = t.reshape(-1).view(torch.uint8).numpy().tobytes()
+        return ("T", dtype_name(t.dtype), list(t.shape), data, value.device.type)
     module = type(value).__module__ or ""
     if module == "numpy" or module.startswith("numpy."):
         value = _from_numpy(value)
@@ -328,13 +340,19 @@ def decode(enc, resolve=None, device_map=None, _state=None, _depth: int = 0):
             raise ProtocolError("a malformed or unknown device")
         return torch.device(device_map(enc[1]) if device_map else enc[1])
     if tag == "T":
-        if len(enc) != 3 or type(enc[1]) not in TENSOR_TYPES or type(enc[2]) is not str:
+        if len(enc) != 5 or enc[1] not in DTYPES or type(enc[2]) is not list:
             raise ProtocolError("a malformed tensor")
-        t = enc[1]
-        if t.layout != torch.strided or t.numel() > MAX_NUMEL or t.is_quantized:
-            raise ProtocolError("a tensor that is sparse, quantized or too large")
-        t = t.detach().as_subclass(torch.Tensor)
-        return t.to(device_map(enc[2])) if device_map else t
+        shape, data, where = enc[2], enc[3], enc[4]
+        if len(shape) > MAX_DEPTH or any(type(n) is not int or n < 0 for n in shape):
+            raise ProtocolError("a malformed tensor shape")
+        dtype, numel = DTYPES[enc[1]], math.prod(shape)
+        if numel > MAX_NUMEL or type(data) is not bytes or type(where) is not str:
+            raise ProtocolError("a malformed or too large tensor")
+        if len(data) != numel * dtype.itemsize:
+            raise ProtocolError("a tensor whose bytes do not match its shape")
+        t = torch.frombuffer(bytearray(data), dtype=dtype) if numel else torch.empty(0, dtype=dtype)
+        t = t.reshape(shape)
+        return t.to(device_map(where)) if device_map else t
     if tag in ("L", "U"):
         if len(enc) != 2 or type(enc[1]) is not list:
             raise ProtocolError("a malformed list or tuple")

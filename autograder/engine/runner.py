@@ -306,7 +306,7 @@ class _Server:
 
             @staticmethod
             def backward(ctx, grad_output):
-                spec = {**ctx.spec, "grad": ("T", grad_output.detach().cpu(), "cpu")}
+                spec = {**ctx.spec, "grad": encode(grad_output.detach().cpu())}
                 grads = server.ask({"event": Event.STAND_IN, "name": name, **spec})
                 if type(grads) is not list or len(grads) != len(ctx.saved_tensors):
                     raise ProtocolError("a malformed gradient from the judge")
@@ -444,9 +444,8 @@ def _warm_up() -> None:
     x = torch.randn(4, 5, 8, requires_grad=True)  # (B, L, E)
     w = torch.softmax(x @ x.transpose(-2, -1) / 8**0.5, dim=-1)  # (B, L, L)
     torch.autograd.grad((w @ x).sum(), [x])
-    buf = io.BytesIO()
-    torch.save({"t": ("T", x.detach(), "cpu")}, buf, _use_new_zipfile_serialization=False)
-    torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
+    frame = protocol.pack({"t": encode(x)})
+    decode(protocol.unpack(frame[protocol.HEADER.size :])["t"])
 
 
 def _clean_sandbox(before: set[str]) -> None:
