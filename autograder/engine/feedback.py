@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 
 from autograder.course import Course, grades
-from autograder.engine.gradebook import last_line
 from autograder.engine.reports import refresh_reports
 
 __all__ = ["generate", "refresh_feedback"]
@@ -33,7 +32,7 @@ def _generate(course: Course, assignment: str, students: list[str]) -> dict[str,
     for student in students:
         outcome = api.generate_feedback(assignment, student)
         if not outcome.get("success", False):
-            failed[student] = last_line(outcome.get("error", ""))
+            failed[student] = grades.last_line(outcome.get("error", ""))
     return failed
 
 

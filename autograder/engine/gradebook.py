@@ -1,56 +1,21 @@
 """The gradebook writer: the parent alone writes nbgrader's gradebook.
 
-The assignment's cells go in once (as ``make exercises`` would), the due date with them; each
-graded submission's automatic scores go in without touching a score given by hand
-(:func:`merge`); a re-grade that found nothing to grade retires the earlier grade
-(:func:`supersede`). Reading scores back is the course layer's (``autograder.course.grades``).
+Each graded submission's automatic scores go in without touching a score given by hand on the
+same answer (:func:`merge`); a re-grade that found nothing to grade retires the earlier grade
+(:func:`supersede`). Setting the assignment up and reading scores are the course layer's
+(``autograder.course.grades``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import shutil
-import tempfile
-from pathlib import Path
 
 from autograder.course import Course, grades
 from autograder.engine.submission import StudentResult
 
-__all__ = ["ensure_assignment", "merge", "read_back", "set_due_date", "supersede"]
-
-
-def ensure_assignment(course: Course, assignment: str) -> None:
-    """Put the assignment's cells in the gradebook (as `make exercises` does), release untouched."""
-    from nbgrader.api import MissingEntry
-    from nbgrader.apps import NbGraderAPI
-
-    if course.db_path.exists():
-        with grades.gradebook(course) as gb:
-            try:
-                if gb.find_assignment(assignment).notebooks:
-                    return
-            except MissingEntry:
-                pass
-    course.db_path.parent.mkdir(parents=True, exist_ok=True)
-    config = course.config()
-    release = Path(tempfile.mkdtemp(prefix="release-"))
-    config.CourseDirectory.release_directory = str(release)
-    try:
-        outcome = NbGraderAPI(config=config).generate_assignment(assignment, force=True)
-        if not outcome.get("success", False):
-            raise SystemExit(
-                f"error: nbgrader could not read {course.source / assignment}: "
-                + last_line(outcome.get("error", ""))
-            )
-    finally:
-        shutil.rmtree(release, ignore_errors=True)
-
-
-def last_line(text: str) -> str:
-    lines = [line for line in str(text).strip().splitlines() if line.strip()]
-    return lines[-1][:300] if lines else "unknown error"
+__all__ = ["merge", "read_back", "set_penalty", "supersede"]
 
 
 def merge(course: Course, assignment: str, result: StudentResult) -> None:
@@ -61,10 +26,10 @@ def merge(course: Course, assignment: str, result: StudentResult) -> None:
     from nbgrader.api import MissingEntry
 
     target = course.autograded / result.student / assignment
-    before = _written(
+    before = grades.answer_checksums(
         {p.name: p.read_text() for p in target.glob("*.ipynb")} if target.is_dir() else {}
     )
-    now = _written(result.autograded)
+    now = grades.answer_checksums(result.autograded)
     with grades.gradebook(course) as gb:
         gb.update_or_create_student(result.student)
         try:
@@ -86,7 +51,9 @@ def merge(course: Course, assignment: str, result: StudentResult) -> None:
             and before.get(g.cell.name) != now[g.cell.name]
         }
         if changed:
-            kept = _keep(course, result.student, assignment, grades.snapshot(submission), "hand")
+            kept = course.superseded(result.student, assignment, "hand")
+            (kept / "grades.json").write_text(json.dumps(grades.snapshot(submission), indent=1))
+            kept = kept.relative_to(course.grading)
             for gid, grade in sorted(changed.items()):
                 result.reason += (
                     f"{'; ' if result.reason else ''}{gid}: the answer changed since it was "
@@ -94,10 +61,9 @@ def merge(course: Course, assignment: str, result: StudentResult) -> None:
                     f"(the earlier score and comment are kept in {kept}/)"
                 )
                 grade.manual_score = None
-            for nb in submission.notebooks:
-                for comment in nb.comments:
-                    if comment.cell.name in changed:
-                        comment.manual_comment = None
+            for comment in (c for nb in submission.notebooks for c in nb.comments):
+                if comment.cell.name in changed:
+                    comment.manual_comment = None
         for nb in submission.notebooks:
             for grade in nb.grades:
                 gid = grade.cell.name
@@ -117,18 +83,6 @@ def merge(course: Course, assignment: str, result: StudentResult) -> None:
         (target / name).write_text(text)
     if result.timestamp:
         (target / "timestamp.txt").write_text(result.timestamp)
-
-
-def _written(notebooks: dict[str, str]) -> dict[str, str]:
-    """{grade id: checksum of the text} of the cells graded by hand (answer and grade)."""
-    out = {}
-    for text in notebooks.values():
-        for cell in json.loads(text).get("cells", []):
-            meta = cell.get("metadata", {}).get("nbgrader", {})
-            if meta.get("solution") and meta.get("grade"):
-                source = "".join(cell.get("source", ""))
-                out[meta["grade_id"]] = hashlib.sha256(source.strip().encode()).hexdigest()
-    return out
 
 
 def _set_penalty(submission, penalty: float) -> None:
@@ -151,26 +105,6 @@ def set_penalty(course: Course, assignment: str, student: str, penalty: float) -
     return True
 
 
-def _keep(course: Course, student: str, assignment: str, snapshot: dict, why: str) -> Path:
-    """`snapshot` written to <grading>/superseded/<student>/<assignment>/<time>-<why>/; the
-    folder, relative to <grading>."""
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    target = course.grading / "superseded" / student / assignment / f"{stamp}-{why}"
-    target.mkdir(parents=True, exist_ok=True)
-    (target / "grades.json").write_text(json.dumps(snapshot, indent=1))
-    return target.relative_to(course.grading)
-
-
-def set_due_date(course: Course, assignment: str, due) -> None:
-    """The due date into the gradebook, where formgrader and `nbgrader export` show it."""
-    with grades.gradebook(course) as gb:
-        a = gb.find_assignment(assignment)
-        value = due.astimezone(dt.UTC).replace(tzinfo=None) if due else None
-        if a.duedate != value:
-            a.duedate = value
-            gb.db.commit()
-
-
 def supersede(course: Course, assignment: str, result: StudentResult) -> None:
     """A re-grade that found nothing to grade: the earlier grade stops standing. Its gradebook
     entry is removed (kept as JSON), its autograded notebook and feedback are moved, all to
@@ -191,7 +125,9 @@ def supersede(course: Course, assignment: str, result: StudentResult) -> None:
             )
             return
         gb.remove_submission(assignment, result.student)
-    where = _keep(course, result.student, assignment, old, "grade")
+    target = course.superseded(result.student, assignment, "grade")
+    (target / "grades.json").write_text(json.dumps(old, indent=1))
+    where = target.relative_to(course.grading)
     for name, folder in (
         ("autograded", course.autograded / result.student / assignment),
         ("feedback", course.feedback / result.student / assignment),
@@ -202,19 +138,6 @@ def supersede(course: Course, assignment: str, result: StudentResult) -> None:
         f"{'; ' if result.reason else ''}the earlier grade ({old['score']:g} / "
         f"{old['max_score']:g}) no longer stands; it is kept in {where}/"
     )
-
-
-def gone(course: Course, assignment: str) -> list[str]:
-    """Students with a submission in the gradebook and no folder in submitted/."""
-    from nbgrader.api import MissingEntry
-
-    with grades.gradebook(course) as gb:
-        try:
-            subs = gb.find_assignment(assignment).submissions
-        except MissingEntry:
-            return []
-        ids = [s.student.id for s in subs]
-    return sorted(i for i in ids if not (course.submitted / i).is_dir())
 
 
 def read_back(course: Course, assignment: str, rows: list[StudentResult], policy) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from autograder.course import Course
 from autograder.engine.submission import StudentResult
 
-__all__ = ["CSV_FIELDS", "earlier_rows", "read_rows", "refresh_reports", "write_reports"]
+__all__ = ["CSV_FIELDS", "read_rows", "refresh_reports", "write_reports"]
 
 
 def read_rows(course: Course, assignment: str) -> list[StudentResult]:
@@ -23,11 +23,6 @@ def read_rows(course: Course, assignment: str) -> list[StudentResult]:
         return [StudentResult(**row) for row in json.loads(path.read_text())]
     except (OSError, ValueError, TypeError):
         return []
-
-
-def earlier_rows(course: Course, assignment: str, now: dict) -> list[StudentResult]:
-    """The last report's rows for the students not graded this time (a run with --student)."""
-    return [r for r in read_rows(course, assignment) if r.student not in now]
 
 
 def refresh_reports(course: Course, assignment: str) -> list[StudentResult]:

@@ -12,6 +12,7 @@ import logging
 import time
 import traceback
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 
 from autograder.course.grades import GradedCell
@@ -95,7 +96,7 @@ def _grade(job: Job, result: StudentResult) -> None:
         part_seconds=job.part_seconds,
         hidden=job.hidden,
     )
-    problems, renamed = [], []
+    problems, timings = [], Counter()
     for name, release_json in sorted(job.release.items()):
         release = nbformat.reads(release_json, as_version=4)
         stem = name.removesuffix(".ipynb")
@@ -104,7 +105,6 @@ def _grade(job: Job, result: StudentResult) -> None:
         if raw is None and len(job.notebooks) == 1 and len(job.release) == 1:
             # One notebook under another name ("Copy of ...", "... (1).ipynb"): it is the one.
             ((other, raw),) = job.notebooks.items()
-            renamed.append(other)
             problems.append(f"graded {other} as {name} (the only notebook handed in)")
         if raw is None:
             found = ", ".join(sorted(job.notebooks)) or "no notebook at all"
@@ -122,13 +122,12 @@ def _grade(job: Job, result: StudentResult) -> None:
         ):
             message = f.message.replace(" | ", "; ")  # " | " separates findings in the CSV
             result.findings.append(f"{name}:{f.cell_id}:{f.line} {f.kind}: {message} `{f.code}`")
-        _add(result.timings, "scanner", time.monotonic() - scan_started)
+        timings["scanner"] += time.monotonic() - scan_started
 
         plan = _plan(nb, release, graded)
         parts = [p for p in chapter.parts if p.grade_id in graded]
         run = judge_notebook(plan.to_run, parts, options)
-        for stage, seconds in getattr(run, "timings", {}).items():
-            _add(result.timings, stage, seconds)
+        timings.update(getattr(run, "timings", {}))  # adds up, notebook after notebook
         if run.aborted:
             problems.append(f"{name}: {run.aborted}")
             result.status = "error"
@@ -138,9 +137,6 @@ def _grade(job: Job, result: StudentResult) -> None:
             if any(o.get("ename") == "TimeLimit" for o in outputs):
                 problems.append(f"{name}: cell {index + 1} ran past the time limit and was stopped")
         verdicts = {v.grade_id: v for v in run.verdicts}
-        for v in run.verdicts:
-            if not v.passed and "time limit" in v.message:
-                problems.append(f"{name}: the checks of {v.grade_id} ran past the time limit")
         if plan.blank:
             problems.append(f"{name} is the release as it was: nothing was answered")
         for gid, cell in graded.items():
@@ -154,10 +150,13 @@ def _grade(job: Job, result: StudentResult) -> None:
             result.cells[gid] = cell.points if verdict is not None and verdict.passed else 0.0
             if verdict is not None and not verdict.passed:
                 result.messages[gid] = verdict.message
+                if "time limit" in verdict.message:
+                    problems.append(f"{name}: the checks of {gid} ran past the time limit")
             elif verdict is None:
                 result.messages[gid] = "no check is declared for this cell"
         result.autograded[name] = nbformat.writes(_autograded(plan, run, verdicts, graded))
-    extra = sorted(set(job.notebooks) - set(job.release) - {n for n in renamed if n})
+    result.timings = {stage: round(seconds, 4) for stage, seconds in timings.items()}
+    extra = sorted(set(job.notebooks) - set(job.release))
     if extra and any(n in job.notebooks for n in job.release):
         problems.append(f"also handed in, not graded: {', '.join(extra)}")
     if problems:
@@ -260,10 +259,6 @@ def _autograded(plan: _Plan, run, verdicts: dict, graded: dict[str, GradedCell])
                 )
             ]
     return nb
-
-
-def _add(timings: dict[str, float], stage: str, seconds: float) -> None:
-    timings[stage] = round(timings.get(stage, 0.0) + seconds, 4)
 
 
 def _read_notebook(raw: bytes):

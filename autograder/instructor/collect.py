@@ -236,7 +236,7 @@ def collect(
         files = chosen
         older = [f for f in h.files if not any(f is c for c in files.values())]
         if older:
-            kept = _keep_older(course, student.student_id, assignment, older, stamp)
+            kept = _keep_older(course, student.student_id, assignment, older)
             notes.append(
                 f"{len(older) + len(files)} notebooks handed in; "
                 f"{', '.join(f.name for f in older)} not collected (kept in {kept}/)"
@@ -309,13 +309,12 @@ def _choose(files: list[File], released: list[str]) -> dict[str, File]:
     return {safe_file(name): f for name, f in by_name.items()}
 
 
-def _keep_older(course, student: str, assignment: str, files: list[File], stamp: str) -> str:
+def _keep_older(course, student: str, assignment: str, files: list[File]) -> str:
     """Notebooks handed in beside the one collected, into superseded/; the folder."""
-    where = Path("superseded") / student / assignment / f"{stamp}-older"
-    (course.grading / where).mkdir(parents=True, exist_ok=True)
+    where = course.superseded(student, assignment, "older")
     for i, f in enumerate(files, start=1):
-        (course.grading / where / f"{i}-{safe_file(f.name)}").write_bytes(f.data)
-    return str(where)
+        (where / f"{i}-{safe_file(f.name)}").write_bytes(f.data)
+    return str(where.relative_to(course.grading))
 
 
 def safe_file(name: str) -> str:
