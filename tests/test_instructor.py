@@ -193,6 +193,29 @@ def test_a_policy_that_cannot_be_understood_says_which_setting(section, message)
         _policy(**section)
 
 
+def test_an_extension_moves_one_students_due_date_and_can_be_taken_back(tmp_path):
+    from autograder.course import policy
+
+    path = tmp_path / "extensions.csv"
+    base = Policy.from_config(
+        {"AttentionCourse": {"timezone": "Asia/Seoul", "due_dates": {A: "2027-03-15 23:59"}}}
+    )
+    when = policy.extend(path, A, "jdoe", "2027-03-18 23:59", base.timezone)
+    assert when == dt.datetime(2027, 3, 18, 23, 59, tzinfo=SEOUL)
+    extended = base.with_extensions(path)
+    assert extended.due(A, "jdoe") == when and extended.due(A, "mkim") == base.due(A)
+    submitted = dt.datetime(2027, 3, 17, 9, 0, tzinfo=SEOUL)
+    assert extended.lateness(A, submitted, 10, "jdoe").penalty == 0
+    assert base.with_extensions(path).lateness(A, submitted, 10, "mkim").late
+    policy.rename_student(path, "jdoe", "jane.doe")
+    assert base.with_extensions(path).due(A, "jane.doe") == when
+    policy.extend(path, A, "jane.doe", "", base.timezone)  # taken back
+    assert base.with_extensions(path).due(A, "jane.doe") == base.due(A)
+    path.write_text("student_id,assignment,due\njdoe,ch04_self_attention,next week\n")
+    with pytest.raises(ValueError, match="line 2: due 'next week' is not a date"):
+        base.with_extensions(path)
+
+
 # --- the week, end to end ------------------------------------------------------------------
 
 

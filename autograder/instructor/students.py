@@ -1,7 +1,9 @@
-"""Dropping and renaming a student, everywhere at once: folders, gradebook, roster, reports.
+"""Dropping, renaming or extending one student, everywhere at once: folders, gradebook, roster,
+extensions, reports.
 
     python -m autograder.instructor drop STUDENT
     python -m autograder.instructor rename OLD NEW
+    python -m autograder.instructor extend ASSIGNMENT STUDENT "2027-03-18 23:59"
 
 A dropped student's folders (submitted, autograded, feedback) and gradebook grades (as JSON) are
 moved to ``<grading>/dropped/<student>/<time>/``: nothing they handed in is deleted. Their rows
