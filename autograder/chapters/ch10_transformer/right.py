@@ -3,8 +3,9 @@
 Each variant was written from the released notebook's instructions alone: the schedule through
 ``torch.where`` or in float64 or through a tensor for an int; the loss from one-hot smoothed
 labels, with ``einsum``, or with ``F.nll_loss``; Transformers whose attention is written by hand
-from raw parameters (with nn.MultiheadAttention's parameter names, float masks filled with -1e9),
-or built around one residual helper with additive float masks; greedy decoding that never stops
+from raw parameters (with nn.MultiheadAttention's parameter names, masks filled with -1e9), with
+one folded boolean mask per call and LayerNorms by hand in float64, or built around one residual
+helper with additive float masks; greedy decoding that never stops
 early, or that decodes one sentence at a time; translations one sentence at a time, with the
 model's cache, or by a loop of their own. ``tests/test_chapter_contract.py`` requires every
 variant to get full marks, in this process and, for the last variant of each name, handed in as a
@@ -295,9 +296,26 @@ class TransformerResidual(nn.Module):
                            memory_padding_mask=memory_padding_mask)  # fmt: skip
 
 
+class LayerNorm64(nn.Module):
+    """LayerNorm by hand, computed in float64, with nn.LayerNorm's parameter names."""
+
+    def __init__(self, E, eps):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(E))
+        self.bias = nn.Parameter(torch.zeros(E))
+
+    def forward(self, x):
+        x64 = x.double()
+        centred = x64 - x64.mean(dim=-1, keepdim=True)
+        var = centred.pow(2).mean(dim=-1, keepdim=True)
+        y = centred / torch.sqrt(var + self.eps) * self.weight.double() + self.bias.double()
+        return y.to(x.dtype)
+
+
 class TransformerOneMask(nn.Module):
     """nn.MultiheadAttention with one boolean attn_mask per call (padding folded in, repeated
-    per head), submodules in plain classes with torch's names, float64 LayerNorm inputs."""
+    per head), submodules in plain nn.Modules with torch's names, LayerNorms by hand in float64."""
 
     def __init__(self, d_model=512, nhead=8, num_encoder_layers=6, num_decoder_layers=6,
                  dim_feedforward=2048, dropout=0.0, eps=1e-5):  # fmt: skip
@@ -313,15 +331,15 @@ class TransformerOneMask(nn.Module):
             m.linear1, m.linear2 = nn.Linear(d_model, dim_feedforward), nn.Linear(dim_feedforward,
                                                                                   d_model)
             for i in range(3 if cross else 2):
-                setattr(m, f"norm{i + 1}", nn.LayerNorm(d_model, eps=eps))
+                setattr(m, f"norm{i + 1}", LayerNorm64(d_model, eps))
             m.dropout = nn.Dropout(dropout)
             return m
 
         self.encoder, self.decoder = nn.Module(), nn.Module()
         self.encoder.layers = nn.ModuleList(block(False) for _ in range(num_encoder_layers))
         self.decoder.layers = nn.ModuleList(block(True) for _ in range(num_decoder_layers))
-        self.encoder.norm = nn.LayerNorm(d_model, eps=eps)
-        self.decoder.norm = nn.LayerNorm(d_model, eps=eps)
+        self.encoder.norm = LayerNorm64(d_model, eps)
+        self.decoder.norm = LayerNorm64(d_model, eps)
 
     def blocked(self, B, L, S, attn=None, pad=None, device=None):
         """(B·H, L, S) bool, True where NOT allowed (nn.MultiheadAttention's attn_mask)."""
