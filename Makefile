@@ -2,7 +2,12 @@
 #   make book        build the HTML book into _build/html
 #   make test        run every test
 #   make exercises   regenerate exercises/ (nbgrader's student release) from solutions/
-#   make autograde   grade every submission in grading/submitted/
+#   make autograde   grade every submission in grading/submitted/ (A=<chapter>: one chapter)
+#   make collect A=<chapter> FROM=<LMS zip or folder> [ROSTER=roster.csv]
+#   make grade A=<chapter> [STUDENT=<id>]   make feedback A=<chapter>
+#   make export A=<chapter> LMS=canvas|moodle [COLUMN="Chapter 4 (1234)"]
+#   make extend A=<chapter> STUDENT=<id> DUE="2027-03-18 23:59"   make drop STUDENT=<id>
+#                    the instructor's week (book/instructor_guide.md), nothing to activate
 #   make bench       benchmarks
 #   make checkpoints train the course's models to convergence into attention_data/checkpoints
 #   make publish     the public release (book + exercises, no answers) into _build/public
@@ -19,6 +24,7 @@ ASSIGNMENTS := $(notdir $(wildcard solutions/ch*))
 VENDOR := book/_vendor
 
 .PHONY: install book test exercises autograde bench checkpoints clean lint vendor lock publish deploy serve
+.PHONY: collect grade feedback export extend drop
 
 install: $(STAMP)
 
@@ -64,7 +70,38 @@ test: install vendor
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 autograde: install vendor
-	$(BIN)/python -m autograder.engine.grade $(ASSIGNMENTS)
+	$(BIN)/python -m autograder.engine.grade $(or $(A),$(ASSIGNMENTS))
+
+# The instructor's week: each target says which variable it needs.
+need = $(if $($(1)),,$(error $(2)))
+INSTRUCTOR := $(BIN)/python -m autograder.instructor
+
+collect: install
+	$(call need,A,make collect A=<chapter> FROM=<zip or folder> [ROSTER=roster.csv])
+	$(call need,FROM,make collect A=<chapter> FROM=<zip or folder> [ROSTER=roster.csv])
+	$(INSTRUCTOR) collect $(A) "$(FROM)" $(if $(ROSTER),--roster "$(ROSTER)")
+
+grade: install vendor
+	$(call need,A,make grade A=<chapter> [STUDENT=<id>])
+	$(BIN)/python -m autograder.engine.grade $(A) $(if $(STUDENT),--student $(STUDENT))
+
+feedback: install vendor
+	$(call need,A,make feedback A=<chapter>)
+	$(INSTRUCTOR) feedback $(A)
+
+export: install
+	$(call need,A,make export A=<chapter> LMS=canvas|moodle [COLUMN="Chapter 4 (1234)"])
+	$(call need,LMS,make export A=<chapter> LMS=canvas|moodle [COLUMN="Chapter 4 (1234)"])
+	$(INSTRUCTOR) export $(A) --lms $(LMS) $(if $(COLUMN),--column "$(COLUMN)")
+
+extend: install
+	$(call need,A,make extend A=<chapter> STUDENT=<id> DUE="2027-03-18 23:59")
+	$(call need,STUDENT,make extend A=<chapter> STUDENT=<id> DUE="2027-03-18 23:59")
+	$(INSTRUCTOR) extend $(A) $(STUDENT) "$(DUE)"
+
+drop: install
+	$(call need,STUDENT,make drop STUDENT=<id>)
+	$(INSTRUCTOR) drop $(STUDENT)
 
 bench: install
 	$(BIN)/python bench/bench_sdpa.py

@@ -27,11 +27,13 @@ import pytest
 
 from autograder import chapters
 from autograder.course import Course, record
+from autograder.course.grades import GradedCell
 from autograder.course.policy import Policy, parse_time
 from autograder.course.roster import Roster, safe_id
 from autograder.instructor import collect as collect_mod
 
 A = "ch04_self_attention"
+OTHER = "ch01_seq2seq_bottleneck"
 REPO = Path(__file__).resolve().parents[1]
 SEOUL = dt.timezone(dt.timedelta(hours=9))
 
@@ -191,6 +193,29 @@ def test_a_policy_that_cannot_be_understood_says_which_setting(section, message)
         _policy(**section)
 
 
+def test_an_extension_moves_one_students_due_date_and_can_be_taken_back(tmp_path):
+    from autograder.course import policy
+
+    path = tmp_path / "extensions.csv"
+    base = Policy.from_config(
+        {"AttentionCourse": {"timezone": "Asia/Seoul", "due_dates": {A: "2027-03-15 23:59"}}}
+    )
+    when = policy.extend(path, A, "jdoe", "2027-03-18 23:59", base.timezone)
+    assert when == dt.datetime(2027, 3, 18, 23, 59, tzinfo=SEOUL)
+    extended = base.with_extensions(path)
+    assert extended.due(A, "jdoe") == when and extended.due(A, "mkim") == base.due(A)
+    submitted = dt.datetime(2027, 3, 17, 9, 0, tzinfo=SEOUL)
+    assert extended.lateness(A, submitted, 10, "jdoe").penalty == 0
+    assert base.with_extensions(path).lateness(A, submitted, 10, "mkim").late
+    policy.rename_student(path, "jdoe", "jane.doe")
+    assert base.with_extensions(path).due(A, "jane.doe") == when
+    policy.extend(path, A, "jane.doe", "", base.timezone)  # taken back
+    assert base.with_extensions(path).due(A, "jane.doe") == base.due(A)
+    path.write_text("student_id,assignment,due\njdoe,ch04_self_attention,next week\n")
+    with pytest.raises(ValueError, match="line 2: due 'next week' is not a date"):
+        base.with_extensions(path)
+
+
 # --- the week, end to end ------------------------------------------------------------------
 
 
@@ -252,6 +277,57 @@ def _agree(course: Course) -> dict[str, dict]:
     return rows
 
 
+def test_a_row_says_what_ran_out_of_time_what_was_flagged_and_what_else_was_handed_in(
+    monkeypatch,
+):
+    """The judge is replaced by one that reports a cell and a part past the time limit: the
+    reason says both, the flags keep the scanner's message, a second notebook is named."""
+    from autograder.engine import judge
+    from autograder.engine.submission import Job, grade_submission
+
+    from nbgrader_helpers import cell_by_id, filled_in, read_notebook
+
+    source = read_notebook(REPO / "solutions" / A / f"{A}.ipynb")
+    release = read_notebook(REPO / "exercises" / A / f"{A}.ipynb")
+    nb = filled_in(release, source)
+    cell = cell_by_id(nb, "attention_scores_solution")
+    cell.source = "import torch.nn.functional as F\nsdpa = F.scaled_dot_product_attention\n" + (
+        cell.source
+    )
+    index = nb.cells.index(cell)
+    parts = chapters.load(A).parts
+
+    def judged(cells, parts_, options):
+        timeout = {"output_type": "error", "ename": "TimeLimit", "evalue": "", "traceback": []}
+        verdicts = [judge.PartVerdict(p.grade_id, True) for p in parts_[1:]]
+        late = judge.PartVerdict(parts_[0].grade_id, False, "it ran past the time limit of 5 s")
+        return judge.NotebookRun(outputs={index: [timeout]}, verdicts=[late, *verdicts])
+
+    monkeypatch.setattr(judge, "judge_notebook", judged)
+    cells = {
+        c.metadata["nbgrader"]["grade_id"]: GradedCell(
+            A, c.metadata["nbgrader"].get("points", 0), bool(c.metadata["nbgrader"].get("solution"))
+        )
+        for c in source.cells
+        if c.metadata.get("nbgrader", {}).get("grade")
+    }
+    job = Job(
+        A,
+        "kim",
+        {f"{A}.ipynb": nbformat.writes(nb).encode(), "scratch.ipynb": NB},
+        {f"{A}.ipynb": nbformat.writes(release)},
+        cells,
+        sandboxed=False,
+    )
+    result = grade_submission(job)
+    assert result.status == "graded", result.reason
+    assert f"cell {index + 1} ran past the time limit" in result.reason
+    assert f"the checks of {parts[0].grade_id} ran past the time limit" in result.reason
+    assert "also handed in, not graded: scratch.ipynb" in result.reason
+    assert any("forbidden_builtin: Uses torch.nn.functional" in f for f in result.findings)
+    assert {"scanner"} <= set(result.timings)
+
+
 @pytest.mark.slow
 def test_a_week_from_an_lms_download_to_grades_the_lms_imports(tmp_path):
     from nbgrader.api import Gradebook
@@ -284,7 +360,9 @@ def test_a_week_from_an_lms_download_to_grades_the_lms_imports(tmp_path):
         tmp_path / "canvas.zip",
         {
             f"doejane_101_9001_Copy of {A}.ipynb": (right, on_time),
+            f"kimminji_102_9001_{A}.ipynb": (nbformat.writes(buggy).encode(), on_time),
             f"kimminji_LATE_102_9002_{A}-1.ipynb": (right, late),
+            f"ohblank_107_9007_{A}.ipynb": (nbformat.writes(release).encode(), on_time),
             f"leejun_103_9003_{A}.ipynb": (right[:4000], on_time),
             "parkseo_104_9004_my work.zip": (zipped.getvalue(), on_time),
             "choiara_105_9005_notes.txt": (b"I ran out of time", on_time),
@@ -295,6 +373,7 @@ def test_a_week_from_an_lms_download_to_grades_the_lms_imports(tmp_path):
         "student_id,name,email,canvas_id\n"
         "jdoe,Jane Doe,jane@example.org,101\nmkim,Min-ji Kim,,102\njlee,Jun Lee,,103\n"
         "spark,Seo Park,,104\nachoi,Ara Choi,,105\nabsent,Never There,,106\n"
+        "oblank,Blank Oh,,107\n"
     )
     handed_in = {"download": _sha(download), "roster": _sha(roster)}
 
@@ -302,7 +381,9 @@ def test_a_week_from_an_lms_download_to_grades_the_lms_imports(tmp_path):
     out = _run(
         course_root, "autograder.instructor", "collect", A, str(download), "--roster", str(roster)
     ).stdout
-    assert "5 collected" not in out and "4 collected" in out, out
+    assert "6 collected" not in out and "5 collected" in out, out
+    assert "2 notebooks handed in" in out  # mkim's older one is kept, not collected
+    assert len(list((course.grading / "superseded" / "mkim" / A).glob("*-older/*.ipynb"))) == 1
     jdoe = record.read(course, A, "jdoe")  # what collect knows, in one record
     assert jdoe.handed_in == {f"{A}.ipynb": f"Copy of {A}.ipynb"}
     assert (jdoe.lms, jdoe.lms_id) == ("canvas", "101")
@@ -316,7 +397,9 @@ def test_a_week_from_an_lms_download_to_grades_the_lms_imports(tmp_path):
     for student in ("jdoe", "mkim", "spark"):  # graded: the parent's stages beside the worker's
         assert {"gradebook", "feedback", "scanner"} <= set(timings[student]), timings[student]
         assert all(seconds >= 0 for seconds in timings[student].values())
-    assert set(rows) == {"jdoe", "mkim", "jlee", "spark", "achoi", "absent"}
+    assert set(rows) == {"jdoe", "mkim", "jlee", "spark", "achoi", "absent", "oblank"}
+    assert "nothing was answered" in rows["oblank"]["reason"]
+    assert rows["oblank"]["scaling_gradients_answer"] == "unanswered"  # not 0
     full = float(rows["jdoe"]["max_score"]) - 2  # the written answer waits for a hand
     assert (rows["jdoe"]["status"], float(rows["jdoe"]["score"])) == ("graded", full)
     assert f"'Copy of {A}.ipynb' as {A}.ipynb" in rows["jdoe"]["reason"]
@@ -350,6 +433,8 @@ def test_a_week_from_an_lms_download_to_grades_the_lms_imports(tmp_path):
             grade.manual_score, grade.needs_manual_grade = points, False
         gb.db.commit()
     _run(course_root, "autograder.instructor", "feedback", A)
+    rows = _agree(course)  # the CSV follows the hand grades at once
+    assert float(rows["jdoe"]["score"]) == full + 2 and rows["jdoe"]["needs_manual_grade"] == ""
     page = (course.feedback / "jdoe" / A / f"{A}.html").read_text()
     assert "graded by hand later" not in page and "window.MathJax" in page
     _grade(course_root)
@@ -357,7 +442,42 @@ def test_a_week_from_an_lms_download_to_grades_the_lms_imports(tmp_path):
     assert float(rows["jdoe"]["score"]) == full + 2 and rows["jdoe"]["needs_manual_grade"] == ""
     assert "graded by hand later" not in (course.feedback / "jdoe" / A / f"{A}.html").read_text()
 
-    # Wednesday: Seo Park hands in again, a file that cannot be read; the old grade stops standing.
+    # Wednesday: Jane Doe gets an extension and hands in again, late for everyone else, with her
+    # written answer rewritten and a line the scanner flags; Min-ji Kim's extension comes after
+    # her grade, which changes at once.
+    out = _run(course_root, "autograder.instructor", "extend", A, "mkim", "2027-03-18 12:00")
+    assert "late penalty now 0" in out.stdout, out.stdout
+    rows = _agree(course)
+    assert float(rows["mkim"]["late_penalty"]) == 0 and rows["mkim"]["late_by"] == ""
+    assert rows["mkim"]["due"].startswith("2027-03-18T12:00")
+    _run(course_root, "autograder.instructor", "extend", A, "jdoe", "2027-03-20 23:59")
+    rewritten = filled_in(release, source)
+    cell_by_id(rewritten, "scaling_gradients_answer").source = "I now think it is the other way."
+    solution = cell_by_id(rewritten, "attention_scores_solution")
+    solution.source = (
+        "import torch.nn.functional as F_\nsdpa = F_.scaled_dot_product_attention\n"
+        + (solution.source)
+    )
+    resubmitted = _zip(
+        tmp_path / "jdoe-again.zip",
+        {f"doejane_101_9101_{A}.ipynb": (nbformat.writes(rewritten).encode(), late)},
+    )
+    _run(course_root, "autograder.instructor", "collect", A, str(resubmitted))
+    _grade(course_root, "--workers", "1", "--student", "jdoe")
+    rows = _agree(course)
+    assert rows["jdoe"]["late_by"] == "" and float(rows["jdoe"]["late_penalty"]) == 0
+    assert rows["jdoe"]["due"].startswith("2027-03-20T23:59")
+    assert rows["jdoe"]["needs_manual_grade"] == "scaling_gradients_answer"
+    assert "changed since it was graded by hand (2 points)" in rows["jdoe"]["reason"]
+    assert float(rows["jdoe"]["score"]) == full
+    hand = next((course.grading / "superseded" / "jdoe" / A).glob("*-hand/grades.json"))
+    assert json.loads(hand.read_text())["grades"]["scaling_gradients_answer"]["manual_score"] == 2
+    assert (
+        "forbidden_builtin: Uses torch.nn.functional.scaled_dot_product_attention"
+        in (rows["jdoe"]["flags"])
+    )
+
+    # Seo Park hands in again, a file that cannot be read; the old grade stops standing.
     again = _zip(tmp_path / "again.zip", {f"parkseo_104_9104_{A}.ipynb": (b"{not json", late)})
     out = _run(course_root, "autograder.instructor", "collect", A, str(again)).stdout
     assert "replaced" in out
@@ -375,12 +495,16 @@ def test_a_week_from_an_lms_download_to_grades_the_lms_imports(tmp_path):
 
     # Thursday: a student leaves, another changes id; a full run reports a folder that vanished.
     _run(course_root, "autograder.instructor", "drop", "achoi")
+    late_one = _zip(tmp_path / "achoi.zip", {f"choiara_105_9205_{A}.ipynb": (right, late)})
+    out = _run(course_root, "autograder.instructor", "collect", A, str(late_one)).stdout
+    assert "dropped" in out and not (course.submitted / "achoi").exists(), out
     _run(course_root, "autograder.instructor", "rename", "jdoe", "jane.doe")
     shutil.move(course.submitted / "mkim", tmp_path / "mkim-elsewhere")
     _grade(course_root)
     rows = _agree(course)
     assert "achoi" not in rows and "jdoe" not in rows
-    assert float(rows["jane.doe"]["score"]) == full + 2
+    assert float(rows["jane.doe"]["score"]) == full  # the rewritten answer waits for a hand
+    assert rows["jane.doe"]["due"].startswith("2027-03-20T23:59")  # her extension moved with her
     assert rows["mkim"]["status"] == "folder gone" and "drop" in rows["mkim"]["reason"]
     assert (course.grading / "dropped" / "achoi").is_dir()
 
@@ -395,7 +519,11 @@ def test_a_week_from_an_lms_download_to_grades_the_lms_imports(tmp_path):
         "--column",
         "Chapter 4 (77)",
     ).stdout
-    assert "mkim" in out  # a part still waits for a hand
+    warned = {line.split()[1].rstrip(":") for line in out.splitlines() if "warning:" in line}
+    # an error, no notebook, nothing answered, flagged or waiting for a hand: each is named
+    assert {"jlee", "spark", "absent", "oblank", "jane.doe", "mkim"} <= warned, out
+    assert "flagged for review" in out and "waiting for hand grading" in out
+    _agree(course)
     with open(course.grading / "exports" / f"{A}-canvas.csv", newline="") as f:
         exported = list(csv.reader(f))
     assert exported[0] == [
@@ -410,15 +538,20 @@ def test_a_week_from_an_lms_download_to_grades_the_lms_imports(tmp_path):
         rows["mkim"]["max_score"]
     )
     by_id = {r[1]: r[5] for r in exported[2:]}
-    assert float(by_id["101"]) == float(rows["jane.doe"]["score"])
-    assert by_id["102"] == ""  # waiting for a hand: the LMS keeps what it had
+    assert by_id["101"] == by_id["102"] == ""  # waiting for a hand: the LMS keeps what it had
     assert float(by_id["103"]) == 0 and float(by_id["104"]) == 0 and float(by_id["106"]) == 0
+    assert float(by_id["107"]) == 0
+
+    # Another chapter, with nothing handed in, says so.
+    out = _run(course_root, "autograder.engine.grade", OTHER, "--no-progress").stdout
+    assert f"{OTHER}: 0 notebooks handed in" in out, out
     assert "105" not in by_id  # dropped
 
     # Nothing handed in was changed, and the grades never entered the working tree.
     assert {"download": _sha(download), "roster": _sha(roster)} == handed_in
-    for folder in (course.submitted / "jane.doe", tmp_path / "mkim-elsewhere"):
-        assert (folder / A / f"{A}.ipynb").read_bytes() == right
+    assert (tmp_path / "mkim-elsewhere" / A / f"{A}.ipynb").read_bytes() == right
+    jane = course.submitted / "jane.doe" / A / f"{A}.ipynb"
+    assert jane.read_bytes() == nbformat.writes(rewritten).encode()
     status = subprocess.run(
         ["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True
     )

@@ -1,6 +1,8 @@
 """The GitHub Actions workflows: valid YAML, triggered as documented, and doing their work through
 the Makefile's targets only (so CI and a laptop run the same commands)."""
 
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -42,3 +44,44 @@ def test_publishing_happens_on_main_and_reads_the_deploy_key_from_secrets():
     text = (WORKFLOWS / "publish.yml").read_text()
     assert "secrets.PUBLIC_REPO_DEPLOY_KEY" in text
     assert workflow["permissions"] == {"contents": "read"}
+
+
+def _make_n(*args: str) -> subprocess.CompletedProcess:
+    """What `make` would run (-n: nothing runs, not even the install)."""
+    return subprocess.run(["make", "-n", *args], cwd=REPO, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    "target, variables, command",
+    [
+        ("collect", ["A=ch04", "FROM=x.zip"], 'autograder.instructor collect ch04 "x.zip"'),
+        ("grade", ["A=ch04", "STUDENT=jdoe"], "autograder.engine.grade ch04 --student jdoe"),
+        ("feedback", ["A=ch04"], "autograder.instructor feedback ch04"),
+        ("export", ["A=ch04", "LMS=canvas"], "autograder.instructor export ch04 --lms canvas"),
+        (
+            "extend",
+            ["A=ch04", "STUDENT=jdoe", "DUE=2027-03-18"],
+            'autograder.instructor extend ch04 jdoe "2027-03-18"',
+        ),
+        ("drop", ["STUDENT=jdoe"], "autograder.instructor drop jdoe"),
+        ("autograde", ["A=ch04"], "autograder.engine.grade ch04\n"),
+    ],
+)
+def test_the_instructors_commands_are_make_targets_that_need_no_activation(
+    target, variables, command
+):
+    run = _make_n(target, *variables)
+    assert run.returncode == 0, run.stderr
+    assert f".venv/bin/python -m {command}" in run.stdout
+    if target != "autograde":  # without its variables, a target says what it needs
+        bare = _make_n(target)
+        assert bare.returncode != 0 and f"make {target} " in bare.stderr, bare.stderr
+
+
+def test_the_guide_names_only_make_targets_that_exist():
+    guide = (REPO / "book" / "instructor_guide.md").read_text()
+    named = set(re.findall(r"^make ([a-z]+)", guide, flags=re.M))
+    assert {"collect", "grade", "feedback", "export", "extend", "drop"} <= named
+    makefile = (REPO / "Makefile").read_text()
+    for target in named:
+        assert f"\n{target}:" in makefile, f"the guide names `make {target}`, the Makefile has not"

@@ -11,6 +11,7 @@ It imports neither ``autograder.engine`` nor ``autograder.instructor`` (tests/te
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,15 +52,27 @@ class Course:
         return load_config(self.root)
 
     def policy(self):
-        """The due dates and late policy (ValueError naming a setting it cannot understand)."""
+        """The due dates, extensions and late policy (ValueError naming what it cannot read)."""
         from autograder.course.policy import Policy
 
-        return Policy.from_config(self.config())
+        return Policy.from_config(self.config()).with_extensions(self.extensions_path)
+
+    @property
+    def extensions_path(self) -> Path:
+        return self.grading / "extensions.csv"
 
     def roster(self):
         from autograder.course.roster import Roster
 
         return Roster.load(self.roster_path)
+
+    def superseded(self, student: str, assignment: str, why: str) -> Path:
+        """A new folder <grading>/superseded/<student>/<assignment>/<time>-<why>/ for what a
+        command moves out of the way: nothing is ever deleted."""
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        target = self.grading / "superseded" / student / assignment / f"{stamp}-{why}"
+        target.mkdir(parents=True)
+        return target
 
     @classmethod
     def load(cls, root: str | os.PathLike) -> Course:

@@ -1,4 +1,5 @@
-"""What each graded cell is worth (:func:`graded_cells`) and the gradebook's scores (:func:`read`).
+"""What each graded cell is worth (:func:`graded_cells`), the assignment in nbgrader's gradebook
+(:func:`prepare`) and the gradebook's scores (:func:`read`).
 
 :attr:`Submission.score` is the one place the score after the late penalty is computed: the
 grader's CSV and the LMS export both show it.
@@ -6,10 +7,25 @@ grader's CSV and the LMS export both show it.
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import json
+import shutil
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
-__all__ = ["GradedCell", "Submission", "graded_cells", "gradebook", "read", "snapshot"]
+__all__ = [
+    "GradedCell",
+    "Submission",
+    "answer_checksums",
+    "graded_cells",
+    "gone",
+    "gradebook",
+    "prepare",
+    "read",
+    "snapshot",
+]
 
 
 @dataclass(frozen=True)
@@ -46,6 +62,7 @@ class Submission:
     max_score: float
     cells: dict[str, float] = field(default_factory=dict)  # grade id -> score, graded cells
     needs_manual: tuple[str, ...] = ()  # grade ids still waiting for a hand
+    by_hand: tuple[str, ...] = ()  # grade ids with a score given by hand
 
     @property
     def score(self) -> float:
@@ -69,9 +86,11 @@ def read(course, assignment: str) -> tuple[dict[str, Submission], float]:
                 f"the gradebook has no assignment {assignment!r}: grade it first"
             ) from None
         for sub in a.submissions:
-            cells, manual = {}, []
+            cells, manual, by_hand = {}, [], []
             for nb in sub.notebooks:
                 for g in nb.grades:
+                    if g.manual_score is not None:
+                        by_hand.append(g.cell.name)
                     if g.needs_manual_grade:
                         manual.append(g.cell.name)
                     elif g.score is not None:
@@ -83,6 +102,7 @@ def read(course, assignment: str) -> tuple[dict[str, Submission], float]:
                 max_score=float(sub.max_score or 0.0),
                 cells=cells,
                 needs_manual=tuple(sorted(manual)),
+                by_hand=tuple(sorted(by_hand)),
             )
         return out, float(a.max_score or 0.0)
 
@@ -101,3 +121,71 @@ def snapshot(sub) -> dict:
         },
         "comments": {c.cell.name: c.manual_comment for nb in sub.notebooks for c in nb.comments},
     }
+
+
+def prepare(course, assignment: str, due) -> None:
+    """The assignment's cells in the gradebook (as `make exercises` puts them; the release is
+    untouched) and its due date, where the formgrader and `nbgrader export` show it."""
+    _add_cells(course, assignment)
+    with gradebook(course) as gb:
+        a = gb.find_assignment(assignment)
+        value = due.astimezone(dt.UTC).replace(tzinfo=None) if due else None
+        if a.duedate != value:
+            a.duedate = value
+            gb.db.commit()
+
+
+def _add_cells(course, assignment: str) -> None:
+    from nbgrader.api import MissingEntry
+    from nbgrader.apps import NbGraderAPI
+
+    if course.db_path.exists():
+        with gradebook(course) as gb:
+            try:
+                if gb.find_assignment(assignment).notebooks:
+                    return
+            except MissingEntry:
+                pass
+    course.db_path.parent.mkdir(parents=True, exist_ok=True)
+    config = course.config()
+    release = Path(tempfile.mkdtemp(prefix="release-"))
+    config.CourseDirectory.release_directory = str(release)
+    try:
+        outcome = NbGraderAPI(config=config).generate_assignment(assignment, force=True)
+        if not outcome.get("success", False):
+            raise SystemExit(
+                f"error: nbgrader could not read {course.source / assignment}: "
+                + last_line(outcome.get("error", ""))
+            )
+    finally:
+        shutil.rmtree(release, ignore_errors=True)
+
+
+def last_line(text: str) -> str:
+    lines = [line for line in str(text).strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "unknown error"
+
+
+def answer_checksums(notebooks: dict[str, str]) -> dict[str, str]:
+    """{grade id: checksum of the text} of the cells graded by hand (answer and grade)."""
+    out = {}
+    for text in notebooks.values():
+        for cell in json.loads(text).get("cells", []):
+            meta = cell.get("metadata", {}).get("nbgrader", {})
+            if meta.get("solution") and meta.get("grade"):
+                source = "".join(cell.get("source", ""))
+                out[meta["grade_id"]] = hashlib.sha256(source.strip().encode()).hexdigest()
+    return out
+
+
+def gone(course, assignment: str) -> list[str]:
+    """Students with a submission in the gradebook and no folder in submitted/."""
+    from nbgrader.api import MissingEntry
+
+    with gradebook(course) as gb:
+        try:
+            subs = gb.find_assignment(assignment).submissions
+        except MissingEntry:
+            return []
+        ids = [s.student.id for s in subs]
+    return sorted(i for i in ids if not (course.submitted / i).is_dir())

@@ -12,16 +12,20 @@ answer is graded by hand later. A submission more than ``grace_minutes`` after t
 ``per_day`` of the maximum for every day or part of a day since the due date, and the whole
 maximum after ``max_days`` (the score is never below 0).
 With no due date, nothing is late; with ``per_day = 0``, lateness is reported and not penalised.
+A student's extension (``python -m autograder.instructor extend``, kept in
+``<grading>/extensions.csv``) replaces the due date for that student and assignment.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-__all__ = ["Policy", "Lateness", "parse_time"]
+__all__ = ["Lateness", "Policy", "extend", "parse_time"]
 
 DEFAULT_LATE_POLICY = {"grace_minutes": 0.0, "per_day": 0.0, "max_days": None}
 
@@ -54,6 +58,8 @@ class Policy:
     grace: dt.timedelta = dt.timedelta(0)
     per_day: float = 0.0
     max_days: float | None = None
+    # (assignment, student) -> that student's own due date (<grading>/extensions.csv)
+    extensions: dict[tuple[str, str], dt.datetime] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config) -> Policy:
@@ -102,13 +108,32 @@ class Policy:
             )
         return cls(tz, due, grace, per_day, max_days)
 
-    def due(self, assignment: str) -> dt.datetime | None:
-        return self.due_dates.get(assignment)
+    def due(self, assignment: str, student: str | None = None) -> dt.datetime | None:
+        """The due date of `assignment`, for `student` if they have an extension."""
+        return self.extensions.get((assignment, student)) or self.due_dates.get(assignment)
+
+    def with_extensions(self, path: Path) -> Policy:
+        """This policy and the extensions in `path` (student_id,assignment,due), if it exists."""
+        extensions = {}
+        for line, row in enumerate(_read_csv(path, EXTENSION_COLUMNS), start=2):
+            try:
+                due = parse_time(row["due"], self.timezone)
+            except ValueError:
+                raise ValueError(
+                    f"{path}, line {line}: due {row['due']!r} is not a date and time; write "
+                    "it as '2027-03-18 23:59' (in the course's time zone)"
+                ) from None
+            extensions[(row["assignment"], row["student_id"])] = due
+        return replace(self, extensions=extensions)
 
     def lateness(
-        self, assignment: str, submitted: dt.datetime | None, max_score: float
+        self,
+        assignment: str,
+        submitted: dt.datetime | None,
+        max_score: float,
+        student: str | None = None,
     ) -> Lateness:
-        due = self.due(assignment)
+        due = self.due(assignment, student)
         if due is None or submitted is None:
             return Lateness(submitted, due, dt.timedelta(0), 0.0)
         if submitted.tzinfo is None:
@@ -145,3 +170,49 @@ def _duration(delta: dt.timedelta) -> str:
         + [f"{minutes} min"] * bool(minutes)
     )
     return " ".join(parts) or "under a minute"
+
+
+EXTENSION_COLUMNS = ["student_id", "assignment", "due"]
+
+
+def _read_csv(path: Path, columns: list[str]) -> list[dict[str, str]]:
+    if not Path(path).is_file():
+        return []
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames != columns:
+            raise ValueError(f"{path}: the first row must be {','.join(columns)}")
+        return [{k: (v or "").strip() for k, v in row.items()} for row in reader]
+
+
+def extend(path: Path, assignment: str, student: str, due: str, tz: dt.tzinfo):
+    """Give `student` until `due` for `assignment` in `path` (replacing an earlier extension);
+    "" takes the extension back. The new due date, or None."""
+    when = parse_time(due, tz) if due else None
+    rows = [
+        r
+        for r in _read_csv(path, EXTENSION_COLUMNS)
+        if (r["assignment"], r["student_id"]) != (assignment, student)
+    ]
+    if when is not None:
+        rows.append({"student_id": student, "assignment": assignment, "due": when.isoformat()})
+    _write_extensions(path, rows)
+    return when
+
+
+def rename_student(path: Path, old: str, new: str) -> None:
+    """`old`'s extensions become `new`'s."""
+    rows = _read_csv(path, EXTENSION_COLUMNS)
+    if any(r["student_id"] == old for r in rows):
+        _write_extensions(
+            path,
+            [{**r, "student_id": new if r["student_id"] == old else r["student_id"]} for r in rows],
+        )
+
+
+def _write_extensions(path: Path, rows: list[dict[str, str]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, EXTENSION_COLUMNS)
+        writer.writeheader()
+        writer.writerows(sorted(rows, key=lambda r: (r["assignment"], r["student_id"])))

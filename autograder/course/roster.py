@@ -2,13 +2,15 @@
 
 Columns (a header row; only ``student_id`` is required, the others may be empty)::
 
-    student_id,name,email,canvas_id,moodle_id,sis_id
+    student_id,name,email,canvas_id,moodle_id,sis_id,dropped
 
 ``student_id`` names the student's folders and gradebook entry (letters, digits, ``_``, ``-``,
 ``.``). ``canvas_id`` is the Canvas user id, ``moodle_id`` the number of Moodle's "Participant"
 identifier of the assignment; ``collect`` uses them (and the names) to find a download's owner,
 and ``export`` to write grades the LMS can import. Every student on the roster gets a row in the
-grades, whether or not they handed anything in.
+grades, whether or not they handed anything in, unless ``dropped`` says when they were dropped
+(``python -m autograder.instructor drop``): ``collect`` then skips what they hand in, and they
+leave the grades and the exports. Iterating a roster gives the students not dropped.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Student:
     canvas_id: str = ""
     moodle_id: str = ""
     sis_id: str = ""
+    dropped: str = ""  # when the student was dropped; "" while enrolled
 
 
 COLUMNS = [f.name for f in fields(Student)]
@@ -101,7 +104,8 @@ class Roster:
         return student_id in self.students
 
     def __iter__(self):
-        return iter(sorted(self.students))
+        """The ids of the students not dropped, sorted."""
+        return iter(sorted(s for s, student in self.students.items() if not student.dropped))
 
     def find(self, *, lms: str, lms_id: str = "", names: tuple[str, ...] = ()) -> Student | None:
         """The student with this LMS id, else the one whose name matches one of `names`

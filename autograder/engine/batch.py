@@ -1,11 +1,10 @@
 """Grading an assignment: the parent reads, hands out, and alone writes.
 
 The parent reads the submissions (never writes them), turns each into a self-contained
-:class:`~autograder.engine.submission.Job`, and has :mod:`.pool` grade them. Then, alone, it
-writes: the autograded notebooks and scores (:mod:`.gradebook`; a score given by hand stays), the
-students' feedback (:mod:`.feedback`) and the reports (:mod:`.reports`), one row per student
-whatever happened to the notebook. What it knows of the course (paths, roster, late policy, what
-``collect`` recorded) comes from the course layer, ``autograder.course``.
+:class:`~autograder.engine.submission.Job` that :mod:`.pool` grades, then alone writes the scores
+(:mod:`.gradebook`), the feedback (:mod:`.feedback`) and the reports (:mod:`.reports`), one row
+per student whatever happened. The course (paths, roster, late policy, what ``collect``
+recorded) is the course layer's, ``autograder.course``.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from autograder.course import Course, grades, record
 from autograder.engine import feedback, gradebook, pool
-from autograder.engine.reports import earlier_rows, write_reports
+from autograder.engine.reports import read_rows, write_reports
 from autograder.engine.submission import Job, StudentResult, _quiet
 
 __all__ = ["grade_assignment"]
@@ -60,8 +59,7 @@ def grade_assignment(
     if full_run:  # every student folder and every roster student gets a row
         students = sorted({p.name for p in course.submitted.glob("*") if p.is_dir()} | set(roster))
     missing = sorted(set(students) - set(found))
-    gradebook.ensure_assignment(course, assignment)
-    gradebook.set_due_date(course, assignment, policy.due(assignment))
+    grades.prepare(course, assignment, policy.due(assignment))
     cells = grades.graded_cells(course, assignment)
     max_score = sum(c.points for c in cells.values())
     release = {p.name: p.read_text() for p in sorted((course.release / assignment).glob("*.ipynb"))}
@@ -98,7 +96,7 @@ def grade_assignment(
         if note:
             result.reason = "; ".join(x for x in (note, result.reason) if x)
         if result.autograded:
-            late = policy.lateness(assignment, when, result.max_score)
+            late = policy.lateness(assignment, when, result.max_score, result.student)
             result.penalty = late.penalty
             result.late_by = late.describe()
             started = time.monotonic()
@@ -129,7 +127,7 @@ def grade_assignment(
         if _digest(course.submitted / student / assignment) != digest:
             results[student].integrity.append("the original submission changed during grading")
 
-    for student in gradebook.gone(course, assignment):
+    for student in grades.gone(course, assignment):
         if full_run or student in results:
             results[student] = StudentResult(
                 student=student,
@@ -141,7 +139,8 @@ def grade_assignment(
                 max_score=max_score,
             )
     ordered = [results[s] for s in sorted(results)]
-    rows = [*earlier_rows(course, assignment, results), *ordered]
+    earlier = [r for r in read_rows(course, assignment) if r.student not in results]
+    rows = [*earlier, *ordered]  # a run with --student keeps the others' rows
     gradebook.read_back(course, assignment, rows, policy)
     write_reports(course, assignment, rows)
     return ordered

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from autograder.course import Course, grades
-from autograder.engine.gradebook import last_line
+from autograder.engine.reports import refresh_reports
 
 __all__ = ["generate", "refresh_feedback"]
 
@@ -32,7 +32,7 @@ def _generate(course: Course, assignment: str, students: list[str]) -> dict[str,
     for student in students:
         outcome = api.generate_feedback(assignment, student)
         if not outcome.get("success", False):
-            failed[student] = last_line(outcome.get("error", ""))
+            failed[student] = grades.last_line(outcome.get("error", ""))
     return failed
 
 
@@ -49,7 +49,9 @@ def refresh_feedback(course: Course, assignment: str) -> dict[str, str]:
     students = sorted(p.parent.name for p in course.autograded.glob(f"*/{assignment}"))
     if not students:
         raise ValueError(f"no graded notebook of {assignment!r}: grade it first")
-    return generate(course, assignment, students)
+    failed = generate(course, assignment, students)
+    refresh_reports(course, assignment)
+    return failed
 
 
 MATHJAX_CONFIG = """window.MathJax = {

@@ -64,11 +64,15 @@ def main(argv: list[str] | None = None) -> int:
         except SandboxUnavailable as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        flagged = [r for r in results if r.findings or r.integrity]
-        print(f"{assignment}: graded {len(results)} submissions; {len(flagged)} flagged for review")
-        print(f"  grades:   {course.reports / (assignment + '.csv')}")
-        print(f"  report:   {course.reports / (assignment + '-report.md')}")
-        print(f"  feedback: {course.feedback}/<student>/{assignment}/")
+        flagged = sum(bool(r.findings or r.integrity) for r in results)
+        handed = sum(bool(r.autograded) or r.status == "error" for r in results)
+        print(
+            f"{assignment}: {handed} notebooks handed in"
+            + (f" and graded; {flagged} flagged for review" if handed else "")
+            + f"\n  grades:   {course.reports / (assignment + '.csv')}"
+            + f"\n  report:   {course.reports / (assignment + '-report.md')}"
+            + f"\n  feedback: {course.feedback}/<student>/{assignment}/"
+        )
     return 0
 
 

@@ -13,19 +13,28 @@ from pathlib import Path
 from autograder.course import Course
 from autograder.engine.submission import StudentResult
 
-__all__ = ["CSV_FIELDS", "earlier_rows", "write_reports"]
+__all__ = ["CSV_FIELDS", "read_rows", "refresh_reports", "write_reports"]
 
 
-def earlier_rows(course: Course, assignment: str, now: dict) -> list[StudentResult]:
-    """The last report's rows for the students not graded this time (a run with --student)."""
+def read_rows(course: Course, assignment: str) -> list[StudentResult]:
+    """The last report's rows ([] when there is none, or it is from another version)."""
     path = course.reports / f"{assignment}.json"
-    if not path.exists():
-        return []
     try:
-        rows = [StudentResult(**row) for row in json.loads(path.read_text())]
-    except (ValueError, TypeError):  # unreadable or from another version: start afresh
+        return [StudentResult(**row) for row in json.loads(path.read_text())]
+    except (OSError, ValueError, TypeError):
         return []
-    return [r for r in rows if r.student not in now]
+
+
+def refresh_reports(course: Course, assignment: str) -> list[StudentResult]:
+    """The reports written again with the gradebook's scores as they are now: every command that
+    changes a grade (hand grading, feedback, an extension, export) calls it."""
+    from autograder.engine.gradebook import read_back
+
+    rows = read_rows(course, assignment)
+    if rows:
+        read_back(course, assignment, rows, course.policy())
+        write_reports(course, assignment, rows)
+    return rows
 
 
 CSV_FIELDS = (
@@ -104,8 +113,8 @@ def write_reports(course: Course, assignment: str, results: list[StudentResult])
 
 
 def _cell(r: StudentResult, c: str) -> str:
-    if c in r.needs_manual:
-        return "manual"
     if c in r.unanswered:
         return "unanswered"
+    if c in r.needs_manual:
+        return "manual"
     return f"{r.cells[c]:g}" if c in r.cells else ""

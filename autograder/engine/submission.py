@@ -12,6 +12,7 @@ import logging
 import time
 import traceback
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 
 from autograder.course.grades import GradedCell
@@ -95,7 +96,7 @@ def _grade(job: Job, result: StudentResult) -> None:
         part_seconds=job.part_seconds,
         hidden=job.hidden,
     )
-    problems = []
+    problems, timings = [], Counter()
     for name, release_json in sorted(job.release.items()):
         release = nbformat.reads(release_json, as_version=4)
         stem = name.removesuffix(".ipynb")
@@ -119,20 +120,25 @@ def _grade(job: Job, result: StudentResult) -> None:
         for f in scanner.scan_notebook(
             nb, forbidden_builtins=chapter.forbidden_builtins, release_nb=release
         ):
-            result.findings.append(f"{name}:{f.cell_id}:{f.line} {f.kind}: {f.code}")
-        _add(result.timings, "scanner", time.monotonic() - scan_started)
+            message = f.message.replace(" | ", "; ")  # " | " separates findings in the CSV
+            result.findings.append(f"{name}:{f.cell_id}:{f.line} {f.kind}: {message} `{f.code}`")
+        timings["scanner"] += time.monotonic() - scan_started
 
         plan = _plan(nb, release, graded)
         parts = [p for p in chapter.parts if p.grade_id in graded]
         run = judge_notebook(plan.to_run, parts, options)
-        for stage, seconds in getattr(run, "timings", {}).items():
-            _add(result.timings, stage, seconds)
+        timings.update(getattr(run, "timings", {}))  # adds up, notebook after notebook
         if run.aborted:
             problems.append(f"{name}: {run.aborted}")
             result.status = "error"
         for index, why in run.skipped.items():
             problems.append(f"{name}: cell {index + 1} was skipped: {why}")
+        for index, outputs in sorted(run.outputs.items()):
+            if any(o.get("ename") == "TimeLimit" for o in outputs):
+                problems.append(f"{name}: cell {index + 1} ran past the time limit and was stopped")
         verdicts = {v.grade_id: v for v in run.verdicts}
+        if plan.blank:
+            problems.append(f"{name} is the release as it was: nothing was answered")
         for gid, cell in graded.items():
             if cell.manual:
                 if gid in plan.unanswered:
@@ -144,9 +150,15 @@ def _grade(job: Job, result: StudentResult) -> None:
             result.cells[gid] = cell.points if verdict is not None and verdict.passed else 0.0
             if verdict is not None and not verdict.passed:
                 result.messages[gid] = verdict.message
+                if "time limit" in verdict.message:
+                    problems.append(f"{name}: the checks of {gid} ran past the time limit")
             elif verdict is None:
                 result.messages[gid] = "no check is declared for this cell"
         result.autograded[name] = nbformat.writes(_autograded(plan, run, verdicts, graded))
+    result.timings = {stage: round(seconds, 4) for stage, seconds in timings.items()}
+    extra = sorted(set(job.notebooks) - set(job.release))
+    if extra and any(n in job.notebooks for n in job.release):
+        problems.append(f"also handed in, not graded: {', '.join(extra)}")
     if problems:
         result.reason = "; ".join(problems)
         if not result.autograded:
@@ -159,6 +171,7 @@ class _Plan:
     to_run: list[tuple[int, str]]  # (index in nb, source) of the code cells the runner runs
     tests: dict[int, str]  # index in nb -> grade id of a test cell
     unanswered: set[str]  # manual cells the student left as released
+    blank: bool  # every answer cell is as released
 
 
 def _plan(nb, release, graded: dict[str, GradedCell]) -> _Plan:
@@ -218,7 +231,8 @@ def _plan(nb, release, graded: dict[str, GradedCell]) -> _Plan:
             continue
         cell.outputs = []
         to_run.append((index, cell.source))
-    return _Plan(out, to_run, tests, unanswered)
+    blank = [c.source.strip() for c in nb.cells] == [c.source.strip() for c in release.cells]
+    return _Plan(out, to_run, tests, unanswered, blank)
 
 
 def _autograded(plan: _Plan, run, verdicts: dict, graded: dict[str, GradedCell]):
@@ -245,10 +259,6 @@ def _autograded(plan: _Plan, run, verdicts: dict, graded: dict[str, GradedCell])
                 )
             ]
     return nb
-
-
-def _add(timings: dict[str, float], stage: str, seconds: float) -> None:
-    timings[stage] = round(timings.get(stage, 0.0) + seconds, 4)
 
 
 def _read_notebook(raw: bytes):

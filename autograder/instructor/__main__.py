@@ -1,4 +1,5 @@
-"""python -m autograder.instructor collect | feedback | export | drop | rename (see __init__.py)."""
+"""python -m autograder.instructor collect | feedback | export | extend | drop | rename
+(see __init__.py)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--column", help="the assignment's column title in the LMS")
     fb = sub.add_parser("feedback", help="refresh the feedback pages after hand grading")
     fb.add_argument("assignment")
+    x = sub.add_parser("extend", help="give one student a later due date for one assignment")
+    x.add_argument("assignment")
+    x.add_argument("student")
+    x.add_argument("due", help='"2027-03-18 23:59" (the course\'s zone), or "" to take it back')
     d = sub.add_parser("drop", help="drop a student (their work is moved to grading/dropped/)")
     d.add_argument("student")
     r = sub.add_parser("rename", help="give a student another id everywhere")
@@ -55,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  no feedback for {student}: {why}")
             print(f"{args.assignment}: feedback in {course.feedback}/<student>/{args.assignment}/")
             return 1 if failed else 0
+        if args.command == "extend":
+            from autograder.instructor.students import extend
+
+            print(extend(course, args.assignment, args.student, args.due))
+            return 0
         if args.command == "drop":
             from autograder.instructor.students import drop
 

@@ -217,6 +217,10 @@ def collect(
         taken.add(student.student_id)
         row = Row(student.student_id, h.lms, h.lms_id)
         row.handed_in = " | ".join(f.name for f in h.files)
+        if student.dropped:  # what a dropped student hands in stays in the download only
+            row.status, row.note = "dropped", f"dropped ({student.dropped}): not collected"
+            rows.append(row)
+            continue
         notes = [note] if note else []
         notes += h.notes
         if h.skipped:
@@ -230,9 +234,17 @@ def collect(
             rows.append(row)
             continue
         files = chosen
+        older = [f for f in h.files if not any(f is c for c in files.values())]
+        if older:
+            kept = _keep_older(course, student.student_id, assignment, older)
+            notes.append(
+                f"{len(older) + len(files)} notebooks handed in; "
+                f"{', '.join(f.name for f in older)} not collected (kept in {kept}/)"
+            )
         renamed = [f"{f.name} as {name}" for name, f in files.items() if f.name != name]
         if renamed:
-            notes.append("collected " + ", ".join(renamed) + " (the only notebook handed in)")
+            only = "the latest notebook" if older else "the only notebook handed in"
+            notes.append("collected " + ", ".join(renamed) + f" ({only})")
         row.collected_as = " | ".join(files)
         whens = [f.when for f in files.values() if f.when]
         when = max(whens) if whens else None
@@ -295,6 +307,14 @@ def _choose(files: list[File], released: list[str]) -> dict[str, File]:
     if len(by_name) == 1 and len(released) == 1:
         return {released[0]: next(iter(by_name.values()))}
     return {safe_file(name): f for name, f in by_name.items()}
+
+
+def _keep_older(course, student: str, assignment: str, files: list[File]) -> str:
+    """Notebooks handed in beside the one collected, into superseded/; the folder."""
+    where = course.superseded(student, assignment, "older")
+    for i, f in enumerate(files, start=1):
+        (where / f"{i}-{safe_file(f.name)}").write_bytes(f.data)
+    return str(where.relative_to(course.grading))
 
 
 def safe_file(name: str) -> str:

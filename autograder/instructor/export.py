@@ -10,7 +10,9 @@ penalties included), one row per roster student.
   address,Grade,Maximum Grade``; Moodle finds students by ``Participant <moodle_id>``.
 
 A student with a part still waiting for hand grading gets an empty grade (the LMS then keeps
-what it had), and is listed; so is a student without an LMS id. The file is written to
+what it had). Every student whose row is not a plain grade is listed with what it is (an error,
+no notebook, unanswered, flagged by the scanner, waiting for a hand), and so is a student
+without an LMS id. The file is written to
 ``<grading>/exports/``, which git ignores with the rest of the grading folder.
 """
 
@@ -20,6 +22,7 @@ import csv
 from pathlib import Path
 
 from autograder.course import grades
+from autograder.engine.reports import refresh_reports
 
 __all__ = ["export"]
 
@@ -41,10 +44,10 @@ def export(course, assignment: str, lms: str, column: str | None = None) -> tupl
             "(collect writes them, or give collect --roster)"
         )
     scores, max_score = _grades(course, assignment)
-    warnings = []
-    waiting = sorted(s for s, g in scores.items() if g is None and s in roster)
-    if waiting:
-        warnings.append(f"parts still to grade by hand, grade left empty: {', '.join(waiting)}")
+    rows = {r.student: r for r in refresh_reports(course, assignment)}
+    warnings = [
+        f"{sid}: {why}" for sid in roster if (why := _check(rows.get(sid), scores.get(sid, 0.0)))
+    ]
     unknown = sorted(s for s in scores if s not in roster)
     if unknown:
         warnings.append(f"graded but not on the roster, not exported: {', '.join(unknown)}")
@@ -74,3 +77,23 @@ def export(course, assignment: str, lms: str, column: str | None = None) -> tupl
             else:
                 writer.writerow([f"Participant {lms_id}", s.name, s.email, shown, f"{max_score:g}"])
     return path, warnings
+
+
+def _check(row, grade: float | None) -> str:
+    """What the instructor should know before `grade` goes to the LMS ("" when nothing)."""
+    shown = "grade left empty" if grade is None else f"exported as {grade:g}"
+    if row is None:
+        return f"no row in the grades (not graded yet?), {shown}"
+    why = []
+    if row.status != "graded":
+        why.append(f"{row.status} ({row.reason})" if row.reason else row.status)
+    elif "nothing was answered" in row.reason:
+        why.append("nothing was answered")
+    elif row.unanswered:
+        why.append(f"unanswered: {', '.join(row.unanswered)}")
+    if row.findings or row.integrity:
+        n = len(row.findings) + len(row.integrity)
+        why.append(f"flagged for review ({n} finding{'s' * (n > 1)}; see the -report.md)")
+    if row.needs_manual:
+        why.append(f"waiting for hand grading: {', '.join(row.needs_manual)}")
+    return f"{'; '.join(why)}; {shown}" if why else ""

@@ -1,11 +1,15 @@
-"""Dropping and renaming a student, everywhere at once: folders, gradebook, roster, reports.
+"""Dropping, renaming or extending one student, everywhere at once: folders, gradebook, roster,
+extensions, reports.
 
     python -m autograder.instructor drop STUDENT
     python -m autograder.instructor rename OLD NEW
+    python -m autograder.instructor extend ASSIGNMENT STUDENT "2027-03-18 23:59"
 
-A dropped student's folders (submitted, autograded, feedback), gradebook grades (as JSON) and
-roster row are moved to ``<grading>/dropped/<student>/<time>/``: nothing they handed in is
-deleted. Their rows leave every report. A renamed student keeps everything under the new id.
+A dropped student's folders (submitted, autograded, feedback) and gradebook grades (as JSON) are
+moved to ``<grading>/dropped/<student>/<time>/``: nothing they handed in is deleted. Their rows
+leave every report; the roster keeps them, marked ``dropped``, so that ``collect`` skips what they
+hand in later (empty the mark to take them back). A renamed student keeps everything under the
+new id.
 """
 
 from __future__ import annotations
@@ -13,10 +17,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
-from dataclasses import asdict
 
 from autograder.course import grades
-from autograder.course.roster import _ID
+from autograder.course import policy as late_policy
+from autograder.course.roster import _ID, Student
 
 __all__ = ["drop", "rename"]
 
@@ -52,6 +56,9 @@ def drop(course, student: str) -> str:
 
     if not _known(course, student):
         raise ValueError(f"no student {student!r}: not in submitted/, the roster or the gradebook")
+    roster = course.roster()
+    if student in roster.students and roster.students[student].dropped:
+        raise ValueError(f"{student} was dropped already ({roster.students[student].dropped})")
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     target = course.grading / "dropped" / student / stamp
     target.mkdir(parents=True)
@@ -67,10 +74,9 @@ def drop(course, student: str) -> str:
                 gb.remove_student(student)
             except MissingEntry:
                 pass
-    roster = course.roster()
-    if student in roster:
-        (target / "roster.json").write_text(json.dumps(asdict(roster.students.pop(student))))
-        roster.save()
+    # The roster keeps the student, marked dropped, so that collect skips them from now on.
+    roster.add(Student(student_id=student)).dropped = stamp
+    roster.save()
     _edit_reports(course, lambda rows: [r for r in rows if r["student"] != student])
     return str(target)
 
@@ -103,6 +109,7 @@ def rename(course, old: str, new: str) -> None:
                 gb.db.commit()
                 gb.db.expire_all()  # so that removing `old` finds no submission left to delete
                 gb.remove_student(old)
+    late_policy.rename_student(course.extensions_path, old, new)
     roster = course.roster()
     if old in roster:
         entry = roster.students.pop(old)
@@ -132,3 +139,34 @@ def _edit_reports(course, edit) -> None:
             continue
         results = [StudentResult(**row) for row in edit(rows)]
         write_reports(course, path.stem, results)
+
+
+def extend(course, assignment: str, student: str, due: str) -> str:
+    """Give `student` until `due` for `assignment` ("" takes the extension back), and charge
+    their graded submission the late penalty again; what changed, in one line."""
+    from autograder.course import record
+    from autograder.engine.gradebook import set_penalty
+    from autograder.engine.reports import refresh_reports
+
+    if not _known(course, student):
+        raise ValueError(f"no student {student!r}: not in submitted/, the roster or the gradebook")
+    tz = course.policy().timezone
+    try:
+        late_policy.parse_time(due, tz) if due else None
+    except ValueError:
+        raise ValueError(f"{due!r} is not a date and time; write '2027-03-18 23:59'") from None
+    when = late_policy.extend(course.extensions_path, assignment, student, due, tz)
+    policy = course.policy()
+    said = f"{student}: {assignment} is due {policy.due(assignment, student) or 'never'}"
+    said += " (an extension)" if when else " (the course's due date)"
+    try:
+        submissions, max_score = grades.read(course, assignment)
+    except ValueError:  # not graded yet
+        submissions, max_score = {}, 0.0
+    if student not in submissions:
+        return said + "; not graded yet, grading will use it"
+    rec = record.read(course, assignment, student, tz)
+    late = policy.lateness(assignment, rec.when if rec else None, max_score, student)
+    set_penalty(course, assignment, student, late.penalty)
+    refresh_reports(course, assignment)
+    return said + f"; late penalty now {late.penalty:g} ({late.describe() or 'on time'})"
