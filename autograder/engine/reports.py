@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import asdict
 from pathlib import Path
 
 from autograder.course import Course
 from autograder.engine.submission import StudentResult
 
-__all__ = ["CSV_FIELDS", "earlier_rows", "write_reports"]
+__all__ = ["CSV_FIELDS", "class_mistakes", "earlier_rows", "write_class_report", "write_reports"]
 
 
 def earlier_rows(course: Course, assignment: str, now: dict) -> list[StudentResult]:
@@ -100,6 +101,7 @@ def write_reports(course: Course, assignment: str, results: list[StudentResult])
             [{k: v for k, v in asdict(r).items() if k != "autograded"} for r in results], indent=1
         )
     )
+    write_class_report(course, assignment, results)
     return path
 
 
@@ -109,3 +111,134 @@ def _cell(r: StudentResult, c: str) -> str:
     if c in r.unanswered:
         return "unanswered"
     return f"{r.cells[c]:g}" if c in r.cells else ""
+
+
+# --- the class report: which mistakes how many students made, part by part ----------------------
+
+NOT_ATTEMPTED = "not attempted (the stub still raises NotImplementedError)"
+
+
+def name_mistake(message: str, phrases: list[str]) -> str:
+    """The mistake a check's message names: the clause holding one of the chapter's known-mistake
+    phrases (``wrong.py``), else what was raised, else the message's first clause."""
+    text = message.split(" (While this part was checked")[0].strip()
+    if "raised NotImplementedError" in text:
+        return NOT_ATTEMPTED
+    # "attention_scores(query (L=5, E=8), ..., cpu): the scores are not scaled; with ..." -> what
+    # follows the call, when there is one
+    head, sep, rest = text.partition("): ")
+    said = rest if sep and "(" in head else text
+    clauses = [c.strip(" ;.") for c in re.split(r"(?<=[;.])\s+|:\s+", said) if c.strip(" ;.")]
+    low = said.lower()
+    for phrase in sorted(phrases, key=len, reverse=True):
+        if phrase and phrase.lower() in low:
+            for clause in clauses:
+                if phrase.lower() in clause.lower():
+                    return clause
+    raised = re.search(r" raised ([A-Za-z_][\w.]*)", text)
+    if raised:
+        return f"raised {raised.group(1)}"
+    return (clauses[0] if clauses else text)[:160]
+
+
+def class_mistakes(assignment: str, results: list[StudentResult]) -> dict[str, dict[str, list]]:
+    """{part: {mistake: [students]}}, most common first; a student counts once per mistake and
+    part however many of the part's grade cells failed with it."""
+    from autograder import chapters
+
+    try:
+        chapter = chapters.load(assignment)
+        part_of = {p.grade_id: p.name for p in chapter.parts}
+        phrases = [m.says for bank in chapter.wrong.values() for m in bank.values()]
+    except ValueError:  # not one of the course's chapters (a test's own): by grade cell
+        part_of, phrases = {}, []
+    out: dict[str, dict[str, set]] = {}
+    for r in results:
+        for gid, message in r.messages.items():
+            part = part_of.get(gid, gid)
+            out.setdefault(part, {}).setdefault(name_mistake(message, phrases), set()).add(
+                r.student
+            )
+    return {
+        part: {
+            mistake: sorted(students)
+            for mistake, students in sorted(found.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+        }
+        for part, found in out.items()
+    }
+
+
+def _score_plot(results: list[StudentResult]) -> str:
+    """The distribution of scores as a PNG, base64 (the page carries it: no file, no URL)."""
+    import base64
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    scores = [r.score for r in results if r.status == "graded"]
+    top = max((r.max_score for r in results), default=0.0) or 1.0
+    fig = Figure(figsize=(6, 2.6), dpi=100)
+    ax = fig.add_subplot()
+    bins = [x - 0.5 for x in range(int(top) + 2)] if top <= 40 else 20
+    ax.hist(scores, bins=bins, range=None if top <= 40 else (0, top), color="#4c72b0")
+    ax.set_xlabel(f"score (of {top:g}), after any late penalty")
+    ax.set_ylabel("students")
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def write_class_report(course: Course, assignment: str, results: list[StudentResult]) -> Path:
+    """``<grading>/reports/<assignment>-class.html``: the score distribution and, part by part,
+    which mistakes how many students made, from the checks' messages. One offline page (the plot
+    is inside it), for the instructor's next lecture."""
+    from html import escape
+
+    course.reports.mkdir(parents=True, exist_ok=True)
+    results = sorted(results, key=lambda r: r.student)
+    by_status: dict[str, int] = {}
+    for r in results:
+        by_status[r.status] = by_status.get(r.status, 0) + 1
+    waiting = sum(1 for r in results if r.needs_manual)
+    mistakes = class_mistakes(assignment, results)
+    graded = [r for r in results if r.status == "graded"]
+    parts = []
+    for part, found in mistakes.items():
+        items = "".join(
+            f"<li><strong>{len(students)} student{'s' if len(students) != 1 else ''}</strong>: "
+            f"{escape(mistake)} <details><summary>who</summary>{escape(', '.join(students))}"
+            "</details></li>"
+            for mistake, students in found.items()
+        )
+        parts.append(f"<h3><code>{escape(part)}</code></h3><ul>{items}</ul>")
+    statuses = ", ".join(f"{n} {escape(s)}" for s, n in sorted(by_status.items()))
+    mean = sum(r.score for r in graded) / len(graded) if graded else 0.0
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Class report: {escape(assignment)}</title>
+<style>
+body {{font-family: system-ui, sans-serif; max-width: 52em; margin: 2em auto; padding: 0 1em;
+      color: #222; line-height: 1.45}}
+h3 code {{font-size: 1em}} li {{margin: .3em 0}} details {{display: inline; color: #555}}
+summary {{display: inline; cursor: pointer; font-size: .9em}}
+</style></head><body>
+<h1>Class report: {escape(assignment)}</h1>
+<p>{len(results)} students: {statuses}. Mean score of the graded notebooks: {mean:.2f}.
+{waiting} still have an answer waiting to be graded by hand.</p>
+<h2>Scores</h2>
+<img alt="histogram of the scores of the graded notebooks"
+     src="data:image/png;base64,{_score_plot(results)}">
+<h2>Mistakes, part by part</h2>
+<p>From what the checks said to each student (the mistake each check names); a student counts
+once per mistake and part.</p>
+{"".join(parts) or "<p>No part failed for any student.</p>"}
+</body></html>
+"""
+    path = course.reports / f"{assignment}-class.html"
+    path.write_text(page, encoding="utf-8")
+    return path

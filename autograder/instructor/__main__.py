@@ -1,4 +1,5 @@
-"""python -m autograder.instructor collect | feedback | export | drop | rename (see __init__.py)."""
+"""python -m autograder.instructor collect | feedback | handgrades | export | drop | rename
+(see __init__.py)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--column", help="the assignment's column title in the LMS")
     fb = sub.add_parser("feedback", help="refresh the feedback pages after hand grading")
     fb.add_argument("assignment")
+    h = sub.add_parser("handgrades", help="hand grades from a CSV: student,cell,score,comment")
+    h.add_argument("assignment")
+    h.add_argument("csv", help="a CSV with the header student,cell,score,comment")
     d = sub.add_parser("drop", help="drop a student (their work is moved to grading/dropped/)")
     d.add_argument("student")
     r = sub.add_parser("rename", help="give a student another id everywhere")
@@ -55,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  no feedback for {student}: {why}")
             print(f"{args.assignment}: feedback in {course.feedback}/<student>/{args.assignment}/")
             return 1 if failed else 0
+        if args.command == "handgrades":
+            return _handgrades(course, args)
         if args.command == "drop":
             from autograder.instructor.students import drop
 
@@ -68,6 +74,19 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _handgrades(course, args) -> int:
+    from autograder.instructor.handgrades import import_hand_grades
+
+    for note in import_hand_grades(course, args.assignment, Path(args.csv)):
+        print(f"  note: {note}")
+    print(
+        f"{args.assignment}: hand grades from {args.csv} are in the gradebook and "
+        f"{course.reports / (args.assignment + '.csv')}; refresh the students' pages with "
+        f"`python -m autograder.instructor feedback {args.assignment}`"
+    )
+    return 0
 
 
 def _collect(course, args) -> int:
