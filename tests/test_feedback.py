@@ -197,6 +197,7 @@ def test_the_formgraders_button_makes_the_same_pages(graded_class, tmp_path):
 
 def test_without_mathjax_the_feedback_names_make_vendor(tmp_path, monkeypatch):
     monkeypatch.setattr(feedback, "package_root", lambda: tmp_path / "autograder")
+    monkeypatch.setattr(feedback, "_installed_from", lambda: [])
     with pytest.raises(feedback.MathJaxUnavailable, match="make vendor"):
         feedback.mathjax_package(tmp_path)
     with pytest.raises(feedback.MathJaxUnavailable, match="make vendor"):
@@ -228,10 +229,12 @@ def test_the_class_report_counts_who_made_which_mistake(graded_class):
     assert "<strong>2 students</strong>: the scores are not scaled" in scores_part
     assert "<strong>1 student</strong>: the scores are divided by E" in scores_part
     assert f"<strong>1 student</strong>: {NOT_ATTEMPTED}" in scores_part
+    assert "2 of 6 graded notebooks passed every check of this part" in scores_part
     for part in ("attention_weights", "SelfAttention", "measure_score_variance"):
         section = page.split(f"<code>{part}</code>")[1].split("<h3>")[0]
         assert f"<strong>1 student</strong>: {NOT_ATTEMPTED}" in section, part
         assert "not scaled" not in section, part  # the stand-in kept part 1 out of the rest
+        assert "5 of 6 graded notebooks passed every check" in section, part
     assert "6 students: 6 graded" in page
 
 

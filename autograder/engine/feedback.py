@@ -231,7 +231,7 @@ def mathjax_package(course_root: str | Path | None = None) -> Path:
     """The MathJax 3 npm package that `make vendor` installs (the course's, else the grader's);
     MathJaxUnavailable naming `make vendor` (and node) when it cannot be used."""
     roots = [Path(course_root)] if course_root else []
-    roots.append(package_root().parent)
+    roots += [package_root().parent, *_installed_from()]
     for root in roots:
         package = root / "book" / "vendor" / "node_modules" / "mathjax"
         if (package / "package.json").is_file():
@@ -247,6 +247,23 @@ def mathjax_package(course_root: str | Path | None = None) -> Path:
             "PATH: install Node.js (sudo apt-get install nodejs)"
         )
     return package
+
+
+def _installed_from() -> list[Path]:
+    """The checkout this package was installed from (`make install`: pip install -e), where
+    `make vendor` ran; [] when it was not installed that way. A course copied elsewhere (a test's,
+    a grading server's folder) finds MathJax there."""
+    import importlib.metadata
+    from urllib.parse import unquote, urlparse
+
+    try:
+        text = importlib.metadata.distribution("attention-step-by-step").read_text(
+            "direct_url.json"
+        )
+        url = json.loads(text or "{}").get("url", "")
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return []
+    return [Path(unquote(urlparse(url).path))] if url.startswith("file://") else []
 
 
 TYPESET_JS = r"""

@@ -144,14 +144,7 @@ def name_mistake(message: str, phrases: list[str]) -> str:
 def class_mistakes(assignment: str, results: list[StudentResult]) -> dict[str, dict[str, list]]:
     """{part: {mistake: [students]}}, most common first; a student counts once per mistake and
     part however many of the part's grade cells failed with it."""
-    from autograder import chapters
-
-    try:
-        chapter = chapters.load(assignment)
-        part_of = {p.grade_id: p.name for p in chapter.parts}
-        phrases = [m.says for bank in chapter.wrong.values() for m in bank.values()]
-    except ValueError:  # not one of the course's chapters (a test's own): by grade cell
-        part_of, phrases = {}, []
+    part_of, phrases = _chapter(assignment)
     out: dict[str, dict[str, set]] = {}
     for r in results:
         for gid, message in r.messages.items():
@@ -166,6 +159,28 @@ def class_mistakes(assignment: str, results: list[StudentResult]) -> dict[str, d
         }
         for part, found in out.items()
     }
+
+
+def _chapter(assignment: str) -> tuple[dict[str, str], list[str]]:
+    """({grade id: the part's name}, the phrases of the chapter's known mistakes); ({}, []) for an
+    assignment that is not one of the course's chapters (a test's own): then by grade cell."""
+    from autograder import chapters
+
+    try:
+        chapter = chapters.load(assignment)
+    except ValueError:
+        return {}, []
+    part_of = {p.grade_id: p.name for p in chapter.parts}
+    return part_of, [m.says for bank in chapter.wrong.values() for m in bank.values()]
+
+
+def _passed(results: list[StudentResult], gids: list[str]) -> int:
+    """How many graded students failed none of these grade cells."""
+    return sum(
+        1
+        for r in results
+        if r.status == "graded" and gids and all(g in r.cells and g not in r.messages for g in gids)
+    )
 
 
 def _score_plot(results: list[StudentResult]) -> str:
@@ -207,15 +222,23 @@ def write_class_report(course: Course, assignment: str, results: list[StudentRes
     waiting = sum(1 for r in results if r.needs_manual)
     mistakes = class_mistakes(assignment, results)
     graded = [r for r in results if r.status == "graded"]
+    part_of, _ = _chapter(assignment)
+    order = list(dict.fromkeys([*part_of.values(), *mistakes]))
     parts = []
-    for part, found in mistakes.items():
+    for part in order:
+        found = mistakes.get(part, {})
+        gids = [g for g, name in part_of.items() if name == part] or [part]
+        passed = _passed(results, gids)
         items = "".join(
             f"<li><strong>{len(students)} student{'s' if len(students) != 1 else ''}</strong>: "
             f"{escape(mistake)} <details><summary>who</summary>{escape(', '.join(students))}"
             "</details></li>"
             for mistake, students in found.items()
         )
-        parts.append(f"<h3><code>{escape(part)}</code></h3><ul>{items}</ul>")
+        parts.append(
+            f"<h3><code>{escape(part)}</code></h3><p>{passed} of {len(graded)} graded "
+            f"notebooks passed every check of this part.</p><ul>{items}</ul>"
+        )
     statuses = ", ".join(f"{n} {escape(s)}" for s, n in sorted(by_status.items()))
     mean = sum(r.score for r in graded) / len(graded) if graded else 0.0
     page = f"""<!DOCTYPE html>
@@ -236,7 +259,7 @@ summary {{display: inline; cursor: pointer; font-size: .9em}}
 <h2>Mistakes, part by part</h2>
 <p>From what the checks said to each student (the mistake each check names); a student counts
 once per mistake and part.</p>
-{"".join(parts) or "<p>No part failed for any student.</p>"}
+{"".join(parts) or "<p>No graded part.</p>"}
 </body></html>
 """
     path = course.reports / f"{assignment}-class.html"
