@@ -127,12 +127,14 @@ def test_feedback_pages_are_small_offline_and_say_each_verdict(graded_class):
         assert "In [" not in html, student  # no empty prompts
         assert not [line for line in visible if line in html], student  # no visible tests
         assert "mjx-container" in html, student  # the math was typeset when the page was made
+        assert ">Test cell<" not in html, student  # the contents name what each cell grades
         if student != "fay":  # a written answer left blank is not waiting for a hand
             assert "graded by hand later (2 points)" in html, student
     cat = _page(course, "cat").read_text(encoding="utf-8")
     assert cat.count('class="verdict failed"') == 2  # the two cells of attention_scores
     assert "Not passed: 0 / 1 point. What failed is below." in cat
     assert "the scores are not scaled" in cat
+    assert '">Part 1, attention_scores, the scaled scores (1 point)</a> (Score: 0.0 / 1.0)' in cat
     ann = _page(course, "ann").read_text(encoding="utf-8")
     assert 'class="verdict failed"' not in ann and "Passed: 3 / 3 points." in ann
 

@@ -133,12 +133,22 @@ class FeedbackGrades(Preprocessor):
                         "points": meta.get("points"),
                         "written": bool(meta.get("solution")),
                         "pending": meta.get("grade_id") in pending,
+                        "label": _label(cell.get("source", "")),
                     }
                 )
             kept.append(cell)
         nb.cells = kept
         resources["feedback_cells"] = graded  # the exporter reads it (it sees the page, not nb)
         return nb, resources
+
+
+def _label(source: str) -> str | None:
+    """What a grade cell grades, from its docstring's first line ("Part 1, `attention_scores`,
+    the scaled scores (1 point)"), for the page's table of contents; None without one."""
+    found = re.match(r'\s*[rRuU]?("""|\'\'\')\s*([^\n]*?)\s*(?:\1|\n)', source)
+    if not found or not found.group(2):
+        return None
+    return re.split(r":\s+graded here", found.group(2))[0].replace("`", "").strip() or None
 
 
 # --- the page ---------------------------------------------------------------------------------
@@ -167,6 +177,9 @@ def finish_page(html: str, graded: list[dict], course_root: str | None = None) -
         panel = mark.parent if mark is not None else None
         heading = panel.find("div", class_="panel-heading") if panel else None
         right = heading.find("span", class_="pull-right") if heading else None
+        if meta.get("label") and not meta.get("written"):
+            for link in soup.select(f'#toc a[href="#{gid}"]'):
+                link.string = meta["label"]  # instead of nbgrader's "Test cell"
         if meta.get("pending"):
             waiting += points
             later = f"graded by hand later ({points:g} points)"
