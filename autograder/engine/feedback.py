@@ -91,10 +91,12 @@ def refresh_feedback(course: Course, assignment: str) -> dict[str, str]:
     """The feedback of every graded student again, from the gradebook as it is now (after hand
     grading), without running a notebook; {student: why it failed} for those it failed.
     MathJaxUnavailable (a ValueError) when the pages' math cannot be typeset."""
+    mathjax_package(course.root)  # one clear error rather than one per student
+
     students = sorted(p.parent.name for p in course.autograded.glob(f"*/{assignment}"))
     if not students:
         raise ValueError(f"no graded notebook of {assignment!r}: grade it first")
-    return _generate(course, assignment, students)
+    return generate(course, assignment, students)
 
 
 # --- the notebook: what each grade cell scored, and whether a hand is still to grade it ---------

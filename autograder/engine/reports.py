@@ -14,7 +14,7 @@ from pathlib import Path
 from autograder.course import Course
 from autograder.engine.submission import StudentResult
 
-__all__ = ["CSV_FIELDS", "class_mistakes", "earlier_rows", "write_class_report", "write_reports"]
+__all__ = ["CSV_FIELDS", "earlier_rows", "write_reports"]
 
 
 def earlier_rows(course: Course, assignment: str, now: dict) -> list[StudentResult]:
@@ -114,6 +114,8 @@ def _cell(r: StudentResult, c: str) -> str:
 
 
 # --- the class report: which mistakes how many students made, part by part ----------------------
+
+__all__ += ["class_mistakes", "name_mistake", "write_class_report"]
 
 NOT_ATTEMPTED = "not attempted (the stub still raises NotImplementedError)"
 

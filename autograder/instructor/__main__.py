@@ -1,5 +1,4 @@
-"""python -m autograder.instructor collect | feedback | handgrades | export | drop | rename
-(see __init__.py)."""
+"""python -m autograder.instructor collect | feedback | export | drop | rename (see __init__.py)."""
 
 from __future__ import annotations
 
@@ -27,20 +26,22 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--column", help="the assignment's column title in the LMS")
     fb = sub.add_parser("feedback", help="refresh the feedback pages after hand grading")
     fb.add_argument("assignment")
-    h = sub.add_parser("handgrades", help="hand grades from a CSV: student,cell,score,comment")
-    h.add_argument("assignment")
-    h.add_argument("csv", help="a CSV with the header student,cell,score,comment")
     d = sub.add_parser("drop", help="drop a student (their work is moved to grading/dropped/)")
     d.add_argument("student")
     r = sub.add_parser("rename", help="give a student another id everywhere")
     r.add_argument("old")
     r.add_argument("new")
+    hg = sub.add_parser("handgrades", help="hand grades from a CSV: student,cell,score,comment")
+    hg.add_argument("assignment")
+    hg.add_argument("csv", help="a CSV with the header student,cell,score,comment")
     args = parser.parse_args(argv)
 
     from autograder.course import Course
 
     course = Course.load(args.course)
     try:
+        if args.command == "handgrades":
+            return _handgrades(course, args)
         if args.command == "collect":
             return _collect(course, args)
         if args.command == "export":
@@ -59,8 +60,6 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  no feedback for {student}: {why}")
             print(f"{args.assignment}: feedback in {course.feedback}/<student>/{args.assignment}/")
             return 1 if failed else 0
-        if args.command == "handgrades":
-            return _handgrades(course, args)
         if args.command == "drop":
             from autograder.instructor.students import drop
 
