@@ -254,6 +254,7 @@ def test_hand_grades_from_a_csv(graded_class, tmp_path):
         "ann,no_such_cell,1,\n"
         "ann,scaling_gradients_answer,3,too many\n"
         "ben,scaling_gradients_answer,two,\n"
+        "ben,attention_scores_tests,,well done\n"
     )
     with pytest.raises(ValueError, match="is not a number") as not_a_number:
         import_hand_grades(course, A, bad)
@@ -265,6 +266,7 @@ def test_hand_grades_from_a_csv(graded_class, tmp_path):
     assert "line 2: no graded submission of 'nobody'" in said
     assert "line 3: ch04_self_attention has no graded cell 'no_such_cell'" in said
     assert "line 4: the score 3 for scaling_gradients_answer is outside 0..2" in said
+    assert "line 6: attention_scores_tests takes no comment" in said
     assert "nothing was imported" in said and course.db_path.read_bytes() == db
 
     marks = tmp_path / "marks.csv"
