@@ -72,14 +72,20 @@ c.Execute.interrupt_on_timeout = True
 # failing test turns it into a hand-graded cell instead of a failure.
 c.OverwriteCells.add_missing_cells = True
 
-# Feedback shows what failed, not how it was tested: the hidden tests are cut out of the grade
-# cells before the HTML is written (nbgrader keeps them by default; jupyter/nbgrader#917).
-# (nbgrader's default list is GetGrades and CSSHTMLHeaderPreprocessor; the order matters little.)
+# The students' feedback pages (autograder/engine/feedback.py). The hidden tests are cut out of the
+# grade cells (nbgrader keeps them by default; jupyter/nbgrader#917); FeedbackGrades marks the
+# written answers still waiting for a hand and drops the visible tests (the grader does not run
+# them); FeedbackExporter shows each grade cell as its verdict and what failed, and typesets the
+# math into SVG when the page is made (MathJax 3 in node, from `make vendor`): a small page that
+# loads nothing from a CDN. Set here, the formgrader's "Generate Feedback" button makes the same
+# pages as `make autograde` and `python -m autograder.instructor feedback`.
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
     "nbgrader.preprocessors.ClearHiddenTests",
+    "autograder.engine.feedback.FeedbackGrades",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]
+c.GenerateFeedback.exporter_class = "autograder.engine.feedback.FeedbackExporter"
 
 # A traceback would quote the hidden-test lines of the cell and the code of the checks around the
 # failing call, so only its first line (the rule) and its last line ("CheckFailed: <the property

@@ -424,7 +424,7 @@ def test_a_week_from_an_lms_download_to_grades_the_lms_imports(tmp_path):
     )
     feedback = (course.feedback / "mkim" / A / f"{A}.html").read_text()
     assert "graded by hand later (2 points)" in feedback and "Score: 0.0 / 2.0" not in feedback
-    assert "cdnjs" not in feedback and "window.MathJax" in feedback
+    assert "cdnjs" not in feedback and "mjx-container" in feedback
 
     # Tuesday: the written answers are graded by hand; grading again keeps them.
     with Gradebook(f"sqlite:///{course.db_path}") as gb:
@@ -436,7 +436,7 @@ def test_a_week_from_an_lms_download_to_grades_the_lms_imports(tmp_path):
     rows = _agree(course)  # the CSV follows the hand grades at once
     assert float(rows["jdoe"]["score"]) == full + 2 and rows["jdoe"]["needs_manual_grade"] == ""
     page = (course.feedback / "jdoe" / A / f"{A}.html").read_text()
-    assert "graded by hand later" not in page and "window.MathJax" in page
+    assert "graded by hand later" not in page and "mjx-container" in page
     _grade(course_root)
     rows = _agree(course)
     assert float(rows["jdoe"]["score"]) == full + 2 and rows["jdoe"]["needs_manual_grade"] == ""

@@ -36,12 +36,17 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("rename", help="give a student another id everywhere")
     r.add_argument("old")
     r.add_argument("new")
+    hg = sub.add_parser("handgrades", help="hand grades from a CSV: student,cell,score,comment")
+    hg.add_argument("assignment")
+    hg.add_argument("csv", help="a CSV with the header student,cell,score,comment")
     args = parser.parse_args(argv)
 
     from autograder.course import Course
 
     course = Course.load(args.course)
     try:
+        if args.command == "handgrades":
+            return _handgrades(course, args)
         if args.command == "collect":
             return _collect(course, args)
         if args.command == "export":
@@ -78,6 +83,19 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _handgrades(course, args) -> int:
+    from autograder.instructor.handgrades import import_hand_grades
+
+    for note in import_hand_grades(course, args.assignment, Path(args.csv)):
+        print(f"  note: {note}")
+    print(
+        f"{args.assignment}: hand grades from {args.csv} are in the gradebook and "
+        f"{course.reports / (args.assignment + '.csv')}; refresh the students' pages with "
+        f"`python -m autograder.instructor feedback {args.assignment}`"
+    )
+    return 0
 
 
 def _collect(course, args) -> int:
