@@ -745,7 +745,13 @@ def test_a_frame_holds_plain_data_and_tensors_by_their_bytes_only():
 
     from autograder.engine.protocol import HEADER, ProtocolError, decode, encode, pack, unpack
 
-    value = (torch.randn(2, 3).double(), torch.tensor(True), torch.zeros(0, 4).bfloat16())
+    value = (
+        torch.randn(2, 3).double(),
+        torch.tensor(True),
+        torch.zeros(0, 4).bfloat16(),
+        torch.randn(3, 2).t(),  # not contiguous
+        torch.randn(2, dtype=torch.complex64).conj(),  # a lazy conjugate
+    )
     back = decode(unpack(pack({"v": encode(value)})[HEADER.size :])["v"])
     assert all(torch.equal(a, b) and a.dtype == b.dtype for a, b in zip(value, back, strict=True))
 

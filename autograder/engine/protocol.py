@@ -263,7 +263,8 @@ def encode(value, keep=None, _state=None, _depth: int = 0):
     if isinstance(value, torch.device):
         return ("V", value.type)
     if isinstance(value, torch.Tensor):
-        t = value.detach().as_subclass(torch.Tensor).to("cpu").contiguous()
+        t = value.detach().as_subclass(torch.Tensor).to("cpu").resolve_conj().resolve_neg()
+        t = t.contiguous()
         if dtype_name(t.dtype) not in DTYPES or t.layout != torch.strided:
             raise ProtocolError(f"a {t.dtype} tensor cannot be sent")
         data = t.reshape(-1).view(torch.uint8).numpy().tobytes()
