@@ -111,8 +111,8 @@ def _depth(tree: ast.AST) -> int:
 
 def _python(source: str) -> str:
     """The cell as Python: IPython's %magics and !shell escapes translated."""
-    if not any(line.lstrip().startswith(("%", "!")) or "= !" in line or line.rstrip().endswith(
-        "?") for line in source.split("\n")):
+    lines = source.split("\n")
+    if not any(s.lstrip()[:1] in ("%", "!") or "= !" in s or s.rstrip()[-1:] == "?" for s in lines):
         return source
     try:
         from IPython.core.inputtransformer2 import TransformerManager
@@ -130,8 +130,6 @@ class _Scanner(ast.NodeVisitor):
         self.tails = {name.rsplit(".", 1)[-1]: name for name in self.forbidden}
         self.scopes: list[dict[str, str | None]] = [dict(_DEFAULT_ALIASES)]
         self.found: list[tuple[str, int, str]] = []  # (kind, line, message)
-
-    # -- what a name or an expression refers to -------------------------------------------
 
     def lookup(self, name: str) -> str | None:
         for scope in reversed(self.scopes):
@@ -179,8 +177,6 @@ class _Scanner(ast.NodeVisitor):
     def emit(self, kind: str, node: ast.AST, message: str) -> None:
         self.found.append((kind, getattr(node, "lineno", 1), message))
 
-    # -- imports ---------------------------------------------------------------------------
-
     def grader_module(self, node: ast.AST, module: str) -> None:
         if _GRADER_NAME.fullmatch(module):
             self.emit(
@@ -217,30 +213,22 @@ class _Scanner(ast.NodeVisitor):
                 self.emit("forbidden_builtin", node, _forbidden_message(name, "imports"))
             self.bind(alias.asname or alias.name, path)
 
-    # -- scopes and bindings ----------------------------------------------------------------
-
     def visit_FunctionDef(self, node) -> None:
-        for decorator in node.decorator_list:
-            self.visit(decorator)
+        """A def or a lambda: decorators and defaults in the enclosing scope, the body in its own,
+        where the parameters stand for nothing the scanner knows."""
         args = node.args
-        for default in [*args.defaults, *args.kw_defaults]:
-            if default is not None:
-                self.visit(default)
-        self.bind(node.name, None)
+        for expr in [*getattr(node, "decorator_list", ()), *args.defaults, *args.kw_defaults]:
+            if expr is not None:
+                self.visit(expr)
+        if not isinstance(node, ast.Lambda):
+            self.bind(node.name, None)
         params = [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
         self.scopes.append({p.arg: None for p in params if p is not None})
-        for statement in node.body:
+        for statement in node.body if isinstance(node.body, list) else [node.body]:
             self.visit(statement)
         self.scopes.pop()
 
-    visit_AsyncFunctionDef = visit_FunctionDef
-
-    def visit_Lambda(self, node: ast.Lambda) -> None:
-        args = node.args
-        params = [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
-        self.scopes.append({p.arg: None for p in params if p is not None})
-        self.visit(node.body)
-        self.scopes.pop()
+    visit_AsyncFunctionDef = visit_Lambda = visit_FunctionDef
 
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
         for expr in [*node.decorator_list, *node.bases, *node.keywords]:
@@ -268,8 +256,6 @@ class _Scanner(ast.NodeVisitor):
             self.bind(node.id, None)
         elif isinstance(node.ctx, ast.Load):
             self.reference(node)
-
-    # -- references and calls ---------------------------------------------------------------
 
     def reference(self, node: ast.AST) -> bool:
         """Flag `node` if it reaches a forbidden built-in; whether it did."""
@@ -348,8 +334,6 @@ class _Scanner(ast.NodeVisitor):
         self.visit(tree)
         inner, self.found = self.found, found
         self.found += [(kind, node.lineno, message) for kind, _, message in inner]
-
-    # -- a cell ----------------------------------------------------------------------------
 
     def scan_cell(self, source: str, report: bool = True) -> list[tuple[str, int, str, str]]:
         """The findings of one cell: (kind, line, code, message), by line."""
