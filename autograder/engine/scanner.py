@@ -4,7 +4,7 @@ The student's code runs in a sandbox that holds nothing of the course, and every
 computed outside it (``autograder/engine/__init__.py``): patching torch, IPython hooks, ending
 the process and reading files above the notebook can no longer change a score. What still matters
 is what the sandbox cannot see, read here from the source *without running it*. A finding never
-changes a score; it is a line to read, with one sentence on why. The kinds (``KINDS``):
+changes a score; it is a line to read, with one sentence on why. The kinds:
 
 - ``forbidden_builtin``: a call of, or a reference to, a built-in that does the exercise's work
   (the chapter's ``forbidden_builtins``), however it is spelled: import aliases (``import
@@ -29,10 +29,6 @@ How it reads: each code cell is parsed with :mod:`ast` and walked in order, keep
 each name refers to (imports, aliases, function parameters and locals), across cells as the
 kernel would. Cells unchanged from the release (``release_nb``: the instructor's imports, locked
 tests) are not reported on, but their imports still count.
-
-Example: scan_source("import torch.nn.functional as F\\nF.scaled_dot_product_attention(q, k, v)",
-forbidden_builtins=["torch.nn.functional.scaled_dot_product_attention"]) ->
-[("forbidden_builtin", 2, "F.scaled_dot_product_attention(q, k, v)", "Uses torch.nn...")]
 """
 
 from __future__ import annotations
@@ -43,14 +39,7 @@ import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["KINDS", "Finding", "scan_source", "scan_notebook", "forbidden_builtins_for"]
-
-KINDS: dict[str, str] = {
-    "forbidden_builtin": "uses a built-in that does what the exercise asks the student to write",
-    "autograder_import": "imports the grader, or looks for signs of being graded",
-    "dynamic_code": "runs code built at run time, which the scanner cannot read",
-    "unparsable": "is not Python, so the scanner could not read it",
-}
+__all__ = ["Finding", "scan_source", "scan_notebook"]
 
 MAX_DEPTH = 200  # nesting of the syntax tree that the walk follows
 CODE_WIDTH = 120  # characters of a line kept in a finding
@@ -69,7 +58,7 @@ _CODE_MAGICS = frozenset({"time", "timeit", "capture", "prun"})  # cell magics w
 class Finding:
     """One line of a submitted notebook that the instructor should read.
 
-    kind: one of KINDS; cell_id: the cell's nbgrader grade_id, else its id, else "cell-<index>";
+    kind: see above; cell_id: the cell's nbgrader grade_id, else its id, else "cell-<index>";
     line: 1-based line in the cell; code: that line, stripped and cut to 120 characters;
     message: one sentence on what the code does and why it matters.
     """
@@ -422,14 +411,3 @@ def scan_notebook(
         for kind, line, code, message in scanner.scan_cell(source, report=not untouched):
             findings.append(Finding(kind, _cell_id(cell, index), line, code, message))
     return findings
-
-
-def forbidden_builtins_for(assignment: str) -> tuple[str, ...]:
-    """The forbidden built-ins that chapter `assignment` declares; () for an unknown chapter."""
-    from autograder import chapters
-
-    if not assignment.isidentifier():
-        raise ValueError(f"not an assignment name: {assignment!r}")
-    if assignment not in chapters.slugs():
-        return ()
-    return chapters.load(assignment).forbidden_builtins
