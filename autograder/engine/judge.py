@@ -304,8 +304,7 @@ class Session:
                 self.run.outputs[current] = [_error_output("GradingStopped", why)]
 
     def _time(self, key: str, started: float) -> None:
-        timings = self.run.timings
-        timings[key] = timings.get(key, 0.0) + time.perf_counter() - started
+        self.run.timings[key] = self.run.timings.get(key, 0.0) + time.perf_counter() - started
 
     def request(self, message: dict) -> dict:
         """Send a request; answer the stand-in calls it makes; return its reply."""
@@ -420,11 +419,12 @@ class RemoteSubject(Subject):
             message["grad"] = {**grad, "grad_output": None if g is None else protocol.encode(g)}
         reply = self._ask(message)
         out = self._value(reply.get("value"))
-        grads = self._value(reply.get("grads")) if grad is not None else None
-        if grad is not None:
-            if type(grads) is not dict or type(grads.get("inputs")) is not list:
-                raise CheckFailed(f"{self.label}: the gradients could not be read.")
-            grads.setdefault("params", {})
+        if grad is None:
+            return out, None
+        grads = self._value(reply.get("grads"))
+        if type(grads) is not dict or type(grads.get("inputs")) is not list:
+            raise CheckFailed(f"{self.label}: the gradients could not be read.")
+        grads.setdefault("params", {})
         return out, grads
 
     def attribute(self, name: str):

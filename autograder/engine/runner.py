@@ -175,7 +175,8 @@ class _Server:
 
     def __init__(self, channel: protocol.Channel) -> None:
         self.channel = channel
-        self.objects: dict[int, object] = {}
+        self.objects: dict[int, object] = {}  # handle -> object, kept alive (so ids stay unique)
+        self.handles: dict[int, int] = {}  # id(object) -> handle
         self.bridges: dict[str, object] = {}  # name -> the stand-in that asks the judge
         self.shell = None
         self.namespace: dict = {}
@@ -183,10 +184,7 @@ class _Server:
         self.index = -1  # the cell running now
 
     def keep(self, obj) -> int:
-        for key, value in self.objects.items():
-            if value is obj:
-                return key
-        key = len(self.objects) + 1
+        key = self.handles.setdefault(id(obj), len(self.objects) + 1)
         self.objects[key] = obj
         return key
 
