@@ -42,13 +42,8 @@ One submission
        merges them.
 
 The wire
-    ``protocol.py`` holds it in code, imported by both sides: every message name (``Op``,
-    ``Event``), the frame codec (an 8-byte big-endian length and a pickle of plain data, loaded
-    with every class refused), the tagged values (tensors with their device, plain
-    data, handles for objects that stay in the sandbox) and the device mapping. Its docstring
-    lists every message, on the control channel (``fork``, ``ready``, ``ended``) and on the data
-    channel (``run``, ``cell``, ``cell_done``, ``ready``, ``call``, ``get``, ``describe``,
-    ``load_state``, ``to``, ``stand_in``, ``exit``).
+    ``protocol.py``, imported by both sides, holds it in code and lists every message: the names
+    (``Op``, ``Event``), the frame codec (plain data only), the tagged values and the devices.
 
 Time
     A cell, and a part's check, run under a limit the runner enforces itself (an alarm); if the

@@ -1,21 +1,12 @@
-"""The trusted side of grading: run a notebook in a sandboxed runner, then judge each part.
+"""The trusted side of grading: run a notebook in the sandboxed runner, then judge each part.
 
-:func:`judge_notebook` is the whole of one submission's grading. It starts ``runner.py`` in the
-sandbox (:mod:`autograder.engine.sandbox`), sends it the notebook's code cells, and gets each
-cell's outputs back. Then, for each graded part of the chapter, it runs the part's check *here*,
-with a :class:`RemoteSubject` standing for the student's function, class or object: each call the
-check makes is sent to the runner, which calls the student's code on the check's inputs and sends
-back the result as data. The stand-ins a check declares are answered here too, with the reference,
-when the student's code calls them. This process never runs, imports or unpickles anything of the
-student's: frames hold plain data only, unpickled with every class refused, and every value is
-checked (``protocol.decode``).
+:func:`judge_notebook` is one submission's grading (the whole flow: ``engine/__init__.py``). Each
+part's check runs *here*, on a :class:`RemoteSubject` whose calls the runner answers with data;
+this process never runs, imports or unpickles anything of the student's.
 
-Time. A cell, and a call, run under a time limit that the runner enforces itself (an alarm); if the
-student's code does not stop, the judge kills the runner a few seconds later. A runner that ends
-(``os._exit``, a crash, a memory limit) or is killed is started again: during the cells, without
-the cell that ended it; during a check, for the next part (the part it was in fails, saying why).
-
-Not here: the checks (``autograder/chapters``), the batch grader and the gradebook (``grade.py``).
+A process that ends (``os._exit``, a crash, a memory limit) or is killed past its time limit is
+started again: during the cells, without the cell that ended it; during a check, for the next part
+(the part it was in fails, saying why).
 """
 
 from __future__ import annotations
@@ -90,15 +81,9 @@ class _Lost(Exception):
 
 
 class ForkServer:
-    """One sandbox per grading worker: a runner that has imported torch, and forks one fresh
-    process for each student (``runner.serve_forks``).
-
-    Two channels: data (stdin and stdout: the student's process and the judge) and control
-    (a pipe pair only the fork server holds: "fork", and "ended" once a student's process has
-    ended and the sandbox is clean). Between two students the fork server kills whatever the
-    first left running, empties the writable folders and drains the data pipe; the judge drains
-    its end too. A student's process that does not stop in time takes the fork server with it.
-    """
+    """One sandbox per grading worker (``runner.serve_forks``), seen from the judge: the data
+    channel on its stdin and stdout, the control channel on a pipe pair. A student's process that
+    does not stop in time takes the fork server with it."""
 
     def __init__(self, options: Options) -> None:
         self.options = options
@@ -143,10 +128,8 @@ class ForkServer:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
-        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            with contextlib.suppress(OSError):
-                pipe.close()
-        for pipe in (self.control_in, self.control_out):
+        proc = self.proc
+        for pipe in (proc.stdin, proc.stdout, proc.stderr, self.control_in, self.control_out):
             with contextlib.suppress(OSError):
                 pipe.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -201,7 +184,7 @@ class ForkServer:
                         pipe.close()
                     continue
                 if chunk:
-                    (self.control if pipe is self.control_in else self.data).feed(chunk)
+                    (self.control if pipe is self.control_in else self.data).buffer += chunk
                 else:
                     code = self.proc.wait()
                     self.kill()
@@ -321,8 +304,7 @@ class Session:
                 self.run.outputs[current] = [_error_output("GradingStopped", why)]
 
     def _time(self, key: str, started: float) -> None:
-        timings = self.run.timings
-        timings[key] = timings.get(key, 0.0) + time.perf_counter() - started
+        self.run.timings[key] = self.run.timings.get(key, 0.0) + time.perf_counter() - started
 
     def request(self, message: dict) -> dict:
         """Send a request; answer the stand-in calls it makes; return its reply."""
@@ -379,24 +361,14 @@ def _error_output(ename: str, evalue: str) -> dict:
 def _clean_outputs(outputs: list) -> list[dict]:
     """The runner's outputs, kept only as the plain strings a notebook output holds."""
     clean = []
-    for out in outputs[:20]:
-        if type(out) is not dict:
-            continue
-        kind = out.get("output_type")
-        if kind == "stream" and out.get("name") in ("stdout", "stderr"):
-            clean.append(
-                {"output_type": "stream", "name": out["name"], "text": str(out.get("text", ""))}
-            )
-        elif kind == "error":
+    for out in (o for o in outputs[:20] if type(o) is dict):
+        if out.get("output_type") == "stream" and out.get("name") in ("stdout", "stderr"):
+            text = str(out.get("text", ""))
+            clean.append({"output_type": "stream", "name": out["name"], "text": text})
+        elif out.get("output_type") == "error":
             tb = out.get("traceback") if type(out.get("traceback")) is list else []
-            clean.append(
-                {
-                    "output_type": "error",
-                    "ename": str(out.get("ename", "Error")),
-                    "evalue": str(out.get("evalue", "")),
-                    "traceback": [str(line) for line in tb[:20]],
-                }
-            )
+            error = _error_output(str(out.get("ename", "Error")), str(out.get("evalue", "")))
+            clean.append({**error, "traceback": [str(line) for line in tb[:20]]})
     return clean
 
 
@@ -447,11 +419,12 @@ class RemoteSubject(Subject):
             message["grad"] = {**grad, "grad_output": None if g is None else protocol.encode(g)}
         reply = self._ask(message)
         out = self._value(reply.get("value"))
-        grads = self._value(reply.get("grads")) if grad is not None else None
-        if grad is not None:
-            if type(grads) is not dict or type(grads.get("inputs")) is not list:
-                raise CheckFailed(f"{self.label}: the gradients could not be read.")
-            grads.setdefault("params", {})
+        if grad is None:
+            return out, None
+        grads = self._value(reply.get("grads"))
+        if type(grads) is not dict or type(grads.get("inputs")) is not list:
+            raise CheckFailed(f"{self.label}: the gradients could not be read.")
+        grads.setdefault("params", {})
         return out, grads
 
     def attribute(self, name: str):

@@ -49,9 +49,8 @@ Messages (``Op`` judge -> runner, ``Event`` runner -> judge)
 Values
     Tagged trees (:func:`encode`, :func:`decode`): scalars (None, bool, int, float, str) as
     themselves; ``("B", latin-1 text)`` for bytes, ``("T", dtype, shape, bytes, device)`` for a
-    tensor,
-    ``("Y", name)`` for a dtype, ``("V", type)`` for a device, ``("L", [...])`` for a list,
-    ``("U", [...])`` for a tuple, ``("D", [(key, value), ...])`` for a dict (so keys may be
+    tensor, ``("Y", name)`` for a dtype, ``("V", type)`` for a device, ``("L", [...])`` for a
+    list, ``("U", [...])`` for a tuple, ``("D", [(key, value), ...])`` for a dict (so keys may be
     tuples), and ``("H", id, type name)`` for an object that stays on its side (a module, a
     tokenizer), named by its id in later requests. Every frame and value is checked before use.
 
@@ -100,23 +99,8 @@ MAX_DEPTH = 32  # nesting of containers in one value
 MAX_ITEMS = 100_000  # scalars, tensors and containers in one value
 MAX_NUMEL = 2**27  # elements in one tensor
 # The dtypes a value may name (a check asking for float64, a student's result in bfloat16).
-DTYPES = {
-    str(d).removeprefix("torch."): d
-    for d in (
-        torch.float16,
-        torch.bfloat16,
-        torch.float32,
-        torch.float64,
-        torch.complex64,
-        torch.complex128,
-        torch.uint8,
-        torch.int8,
-        torch.int16,
-        torch.int32,
-        torch.int64,
-        torch.bool,
-    )
-}
+_NAMES = "float16 bfloat16 float32 float64 complex64 complex128 uint8 int8 int16 int32 int64 bool"
+DTYPES = {name: getattr(torch, name) for name in _NAMES.split()}
 
 
 class ProtocolError(ValueError):
@@ -131,11 +115,6 @@ def device(name: str) -> str:
 def dtype_name(dtype) -> str | None:
     """ "float64" for torch.float64; None for None."""
     return None if dtype is None else str(dtype).removeprefix("torch.")
-
-
-# --------------------------------------------------------------------------------------------
-# Frames
-# --------------------------------------------------------------------------------------------
 
 
 class _PlainData(pickle.Unpickler):
@@ -164,6 +143,30 @@ def unpack(payload: bytes) -> dict:
     return message
 
 
+def drain(fd: int) -> bytes:
+    """Everything the pipe `fd` holds now, read without waiting."""
+    chunks = []
+    os.set_blocking(fd, False)
+    try:
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+    except BlockingIOError:
+        pass
+    finally:
+        os.set_blocking(fd, True)
+    return b"".join(chunks)
+
+
+def _frame_size(buffer: bytes) -> int | None:
+    """The payload size the header at the start of `buffer` announces; None before a header."""
+    if len(buffer) < HEADER.size:
+        return None
+    (n,) = HEADER.unpack(buffer[: HEADER.size])
+    if n > MAX_FRAME:
+        raise ProtocolError("a frame larger than the limit")
+    return n
+
+
 class Channel:
     """Blocking frames on two file descriptors (the runner's side)."""
 
@@ -171,10 +174,7 @@ class Channel:
         self.fd_in, self.fd_out = fd_in, fd_out
 
     def read(self) -> dict:
-        (n,) = HEADER.unpack(self._read_exact(HEADER.size))
-        if n > MAX_FRAME:
-            raise ProtocolError("a frame larger than the limit")
-        return unpack(self._read_exact(n))
+        return unpack(self._read_exact(_frame_size(self._read_exact(HEADER.size))))
 
     def _read_exact(self, n: int) -> bytes:
         chunks, got = [], 0
@@ -199,45 +199,25 @@ class FrameBuffer:
         self.fd = fd
         self.buffer = b""
 
-    def feed(self, chunk: bytes) -> None:
-        self.buffer += chunk
-
     def drain(self) -> None:
-        """Read, without waiting, everything the pipe holds now."""
-        os.set_blocking(self.fd, False)
-        try:
-            while chunk := os.read(self.fd, 1 << 20):
-                self.buffer += chunk
-        except BlockingIOError:
-            pass
-        finally:
-            os.set_blocking(self.fd, True)
+        self.buffer += drain(self.fd)
 
     def complete(self) -> bool:
-        """Whether a whole frame is waiting."""
-        if len(self.buffer) < HEADER.size:
-            return False
-        (n,) = HEADER.unpack(self.buffer[: HEADER.size])
-        return len(self.buffer) >= HEADER.size + n
+        """Whether a whole frame (or a header announcing too large a one) is waiting."""
+        try:
+            n = _frame_size(self.buffer)
+        except ProtocolError:
+            return True
+        return n is not None and len(self.buffer) >= HEADER.size + n
 
     def next(self) -> dict | None:
         """The next whole frame, None if it has not all arrived; ProtocolError if it cannot be
         read."""
-        if len(self.buffer) < HEADER.size:
+        if not self.complete():
             return None
-        (n,) = HEADER.unpack(self.buffer[: HEADER.size])
-        if n > MAX_FRAME:
-            raise ProtocolError("the grading process sent a frame larger than the limit")
-        end = HEADER.size + n
-        if len(self.buffer) < end:
-            return None
+        end = HEADER.size + _frame_size(self.buffer)
         payload, self.buffer = self.buffer[HEADER.size : end], self.buffer[end:]
         return unpack(payload)
-
-
-# --------------------------------------------------------------------------------------------
-# Values
-# --------------------------------------------------------------------------------------------
 
 
 def encode(value, keep=None, _state=None, _depth: int = 0):
@@ -254,8 +234,6 @@ def encode(value, keep=None, _state=None, _depth: int = 0):
         return value
     if isinstance(value, (bytes, bytearray)):  # weights_only cannot load an empty bytes
         return ("B", bytes(value).decode("latin-1"))
-    if isinstance(value, bool):
-        return bool(value)
     if isinstance(value, torch.dtype):
         if dtype_name(value) not in DTYPES:
             raise ProtocolError(f"the dtype {value} cannot be sent")
@@ -274,24 +252,16 @@ def encode(value, keep=None, _state=None, _depth: int = 0):
         value = _from_numpy(value)
         if isinstance(value, torch.Tensor) or type(value) in (bool, int, float, complex):
             return encode(value, keep, state, _depth)
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    if isinstance(value, str):
-        return str(value)
+    for plain in (int, float, str):  # a subclass (an IntEnum) travels as the plain value
+        if isinstance(value, plain):
+            return plain(value)
     if isinstance(value, list):
         return ("L", [encode(v, keep, state, _depth + 1) for v in value])
     if isinstance(value, tuple):
         return ("U", [encode(v, keep, state, _depth + 1) for v in value])
     if isinstance(value, dict):
-        return (
-            "D",
-            [
-                (encode(k, keep, state, _depth + 1), encode(v, keep, state, _depth + 1))
-                for k, v in value.items()
-            ],
-        )
+        pairs = [tuple(encode(x, keep, state, _depth + 1) for x in kv) for kv in value.items()]
+        return ("D", pairs)
     if keep is None:
         raise ProtocolError(f"a {type(value).__name__} cannot be sent")
     return ("H", keep(value), type(value).__name__)
@@ -325,23 +295,25 @@ def decode(enc, resolve=None, device_map=None, _state=None, _depth: int = 0):
     if type(enc) is not tuple or not enc or enc[0] not in ("T", "L", "U", "D", "H", "B", "Y", "V"):
         raise ProtocolError(f"unexpected {type(enc).__name__} in a value")
     tag = enc[0]
+    if len(enc) != {"T": 5, "H": 3}.get(tag, 2):
+        raise ProtocolError(f"a malformed {tag!r} value")
     if tag == "B":
-        if len(enc) != 2 or type(enc[1]) is not str:
+        if type(enc[1]) is not str:
             raise ProtocolError("malformed bytes")
         try:
             return enc[1].encode("latin-1")
         except UnicodeEncodeError:
             raise ProtocolError("malformed bytes") from None
     if tag == "Y":
-        if len(enc) != 2 or type(enc[1]) is not str or enc[1] not in DTYPES:
+        if type(enc[1]) is not str or enc[1] not in DTYPES:
             raise ProtocolError("a malformed or unknown dtype")
         return DTYPES[enc[1]]
     if tag == "V":
-        if len(enc) != 2 or enc[1] not in ("cpu", "cuda"):
+        if enc[1] not in ("cpu", "cuda"):
             raise ProtocolError("a malformed or unknown device")
         return torch.device(device_map(enc[1]) if device_map else enc[1])
     if tag == "T":
-        if len(enc) != 5 or enc[1] not in DTYPES or type(enc[2]) is not list:
+        if type(enc[1]) is not str or enc[1] not in DTYPES or type(enc[2]) is not list:
             raise ProtocolError("a malformed tensor")
         shape, data, where = enc[2], enc[3], enc[4]
         if len(shape) > MAX_DEPTH or any(type(n) is not int or n < 0 for n in shape):
@@ -354,14 +326,12 @@ def decode(enc, resolve=None, device_map=None, _state=None, _depth: int = 0):
         t = torch.frombuffer(bytearray(data), dtype=dtype) if numel else torch.empty(0, dtype=dtype)
         t = t.reshape(shape)
         return t.to(device_map(where)) if device_map else t
+    if tag in ("L", "U", "D") and type(enc[1]) is not list:
+        raise ProtocolError("a malformed list, tuple or dict")
     if tag in ("L", "U"):
-        if len(enc) != 2 or type(enc[1]) is not list:
-            raise ProtocolError("a malformed list or tuple")
         items = [decode(v, resolve, device_map, state, _depth + 1) for v in enc[1]]
         return items if tag == "L" else tuple(items)
     if tag == "D":
-        if len(enc) != 2 or type(enc[1]) is not list:
-            raise ProtocolError("a malformed dict")
         out = {}
         for pair in enc[1]:
             if type(pair) is not tuple or len(pair) != 2:
@@ -373,6 +343,6 @@ def decode(enc, resolve=None, device_map=None, _state=None, _depth: int = 0):
                 raise ProtocolError("a dict key that is not hashable") from None
             out[key] = decode(pair[1], resolve, device_map, state, _depth + 1)
         return out
-    if len(enc) != 3 or type(enc[1]) is not int or type(enc[2]) is not str or resolve is None:
+    if type(enc[1]) is not int or type(enc[2]) is not str or resolve is None:
         raise ProtocolError("a malformed or unexpected object handle")
     return resolve(enc[1], enc[2])

@@ -1,16 +1,11 @@
 """The sandboxed side of grading: run one student's notebook, then answer calls on what it defined.
 
-This file and ``protocol.py`` (the messages, frames and values both sides use) are the only code
-of the course that enters the sandbox. The judge starts it under bubblewrap as ``python -I
-/grader/runner.py --control IN OUT``: a fork server (:func:`serve_forks`) that imports torch
-once and forks a fresh process for each student. It imports the standard library, torch and
-IPython (to run cells as a notebook does), nothing else of the course. It never sees a check, a
-reference or a hidden test: it runs the cells it is sent, then calls the student's functions,
-classes and objects on inputs that the judge chose, and sends the results back as data.
-
-The same helpers (:func:`call`, :func:`describe`, :func:`load_state`) also serve the checks when
-they run in-process (``autograder.toolkit.LocalSubject``), so a check sees one behaviour whether
-the student's code runs beside it or in the sandbox.
+This file and ``protocol.py`` are the only code of the course in the sandbox, started as ``python
+-I /grader/runner.py --control IN OUT``: a fork server (:func:`serve_forks`) that imports torch
+once and forks a fresh process for each student. It never sees a check, a reference or a hidden
+test: it runs the cells it is sent, calls the student's code on inputs the judge chose, and sends
+the results back as data. :func:`call`, :func:`describe` and :func:`load_state` also serve
+in-process checks (``autograder.toolkit.LocalSubject``): a check sees one behaviour either way.
 """
 
 from __future__ import annotations
@@ -67,20 +62,11 @@ class NotDifferentiable(RuntimeError):
     """A call asked for gradients, but the output does not depend differentiably on the inputs."""
 
 
-# --------------------------------------------------------------------------------------------
-# Values
-# --------------------------------------------------------------------------------------------
-
-
 def tensor_leaves(value) -> list[torch.Tensor]:
     """The tensors in lists, tuples and dict values of `value`, in order."""
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [t for v in value for t in tensor_leaves(v)]
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in tensor_leaves(v)]
-    return []
+    leaves = []
+    map_leaves(value, leaves.append)
+    return leaves
 
 
 def map_leaves(value, fn):
@@ -96,9 +82,7 @@ def map_leaves(value, fn):
     return value
 
 
-# --------------------------------------------------------------------------------------------
 # Calls on the student's objects (used in the sandbox and by in-process checks alike)
-# --------------------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -174,11 +158,6 @@ def load_state(obj, state: dict, strict: bool) -> None:
         obj.load_state_dict(state, strict=strict)
 
 
-# --------------------------------------------------------------------------------------------
-# The sandboxed process
-# --------------------------------------------------------------------------------------------
-
-
 def _error(exc: BaseException, cells: dict | None = None) -> dict:
     """An exception as data; with `cells` ({code name: cell index}), also where in the
     student's cells it was raised: the innermost frame of theirs."""
@@ -196,20 +175,16 @@ class _Server:
 
     def __init__(self, channel: protocol.Channel) -> None:
         self.channel = channel
-        self.objects: dict[int, object] = {}
+        self.objects: dict[int, object] = {}  # handle -> object, kept alive (so ids stay unique)
+        self.handles: dict[int, int] = {}  # id(object) -> handle
         self.bridges: dict[str, object] = {}  # name -> the stand-in that asks the judge
         self.shell = None
-        self.namespace: dict = {"__name__": "__main__"}
+        self.namespace: dict = {}
         self.cells: dict[str, int] = {}  # IPython's code name of a cell -> its index
         self.index = -1  # the cell running now
 
-    # -- values ------------------------------------------------------------------------------
-
     def keep(self, obj) -> int:
-        for key, value in self.objects.items():
-            if value is obj:
-                return key
-        key = len(self.objects) + 1
+        key = self.handles.setdefault(id(obj), len(self.objects) + 1)
         self.objects[key] = obj
         return key
 
@@ -221,13 +196,9 @@ class _Server:
     def value(self, enc):
         return decode(enc, self.resolve, protocol.device)
 
-    # -- cells -------------------------------------------------------------------------------
-
     def start_shell(self) -> None:
-        try:
-            from IPython.core.interactiveshell import InteractiveShell
-        except ImportError:  # plain Python still runs plain cells
-            return
+        from IPython.core.interactiveshell import InteractiveShell
+
         shell = InteractiveShell.instance()
         shell.enable_gui = lambda gui=None: None  # %matplotlib inline: no kernel, no GUI here
         shell.showtraceback = lambda *a, **k: None  # the error is reported as an output instead
@@ -245,11 +216,8 @@ class _Server:
         with redirect_stdout(out), redirect_stderr(err):
             try:
                 with time_limit(seconds):
-                    if self.shell is not None:
-                        result = self.shell.run_cell(source, store_history=False)
-                        error = result.error_in_exec or result.error_before_exec
-                    else:
-                        exec(compile(source, "<cell>", "exec"), self.namespace)
+                    result = self.shell.run_cell(source, store_history=False)
+                    error = result.error_in_exec or result.error_before_exec
             except BaseException as exc:  # noqa: BLE001 - a cell may raise anything, SystemExit too
                 error = exc
         # IPython caches each cell's source under a code name of its own: remember which
@@ -291,8 +259,6 @@ class _Server:
             if isinstance(name, str) and not name.startswith("_")
         }
         self.channel.write({"event": Event.READY, "names": names})
-
-    # -- calls -------------------------------------------------------------------------------
 
     def stand_in(self, name: str):
         """A function that answers with the judge's reference for `name` (and its gradients)."""
@@ -411,9 +377,7 @@ class _Server:
 _MISSING = object()
 
 
-# --------------------------------------------------------------------------------------------
 # The fork server: one sandbox per grading worker, one fresh process per student
-# --------------------------------------------------------------------------------------------
 
 WRITABLE = ("/dev", "/tmp", "/sandbox")  # what the sandbox can write (its root is read-only)
 IN_SANDBOX = "/grader/runner.py"  # where the sandbox puts this file (autograder/engine/sandbox.py)
@@ -460,7 +424,6 @@ def _clean_sandbox(before: set[str]) -> None:
     namespace and the folders are the sandbox's own: outside, it would be a disaster.
     """
     import shutil
-    import signal as sig
 
     if os.path.abspath(__file__) != IN_SANDBOX or os.getcwd() != "/sandbox":
         raise RuntimeError("refusing to clean up outside the sandbox")
@@ -471,7 +434,7 @@ def _clean_sandbox(before: set[str]) -> None:
             break
         for pid in strays:
             try:
-                os.kill(pid, sig.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
         try:
@@ -489,18 +452,6 @@ def _clean_sandbox(before: set[str]) -> None:
                 os.unlink(path)
             except OSError:
                 pass
-
-
-def _drain(fd: int) -> None:
-    """Read and throw away whatever waits in the pipe `fd`."""
-    os.set_blocking(fd, False)
-    try:
-        while os.read(fd, 1 << 20):
-            pass
-    except BlockingIOError:
-        pass
-    finally:
-        os.set_blocking(fd, True)
 
 
 def serve_forks(control: protocol.Channel, data_in: int, data_out: int) -> None:
@@ -529,7 +480,7 @@ def serve_forks(control: protocol.Channel, data_in: int, data_out: int) -> None:
         _, status = os.waitpid(pid, 0)
         if sandboxed:
             _clean_sandbox(before)
-        _drain(data_in)
+        protocol.drain(data_in)  # what the student's process sent and no one read
         control.write({"event": Event.ENDED, "status": int(status)})
 
 

@@ -85,23 +85,9 @@ def bwrap_argv(
     that would contain one raises SandboxUnavailable. In `cmd`, the runner is
     ``/grader/runner.py``.
     """
-    bwrap = bwrap_path()
-    argv = [
-        bwrap,
-        "--unshare-all",  # network, PID, IPC, UTS, cgroup and user namespaces
-        "--die-with-parent",
-        "--cap-drop",
-        "ALL",
-        "--proc",
-        "/proc",
-        "--dev",
-        "/dev",
-        "--tmpfs",
-        "/tmp",
-        "--symlink",
-        "/tmp",
-        "/var/tmp",
-    ]
+    # --unshare-all: network, PID, IPC, UTS, cgroup and user namespaces
+    argv = [bwrap_path(), *"--unshare-all --die-with-parent --cap-drop ALL --proc /proc".split()]
+    argv += "--dev /dev --tmpfs /tmp --symlink /tmp /var/tmp".split()
     mounts = []
     for path in ("/usr", "/etc", "/opt", "/bin", "/sbin", "/lib", "/lib64", "/lib32"):
         if os.path.islink(path):  # merged /usr: /bin -> usr/bin
@@ -117,8 +103,7 @@ def bwrap_argv(
                     "course and its grading folder outside the system and Python folders"
                 )
         argv += ["--ro-bind", path, path]
-    argv += ["--ro-bind", str(RUNNER), _RUNNER_INSIDE]
-    argv += ["--ro-bind", str(PROTOCOL), _PROTOCOL_INSIDE]
+    argv += ["--ro-bind", str(RUNNER), _RUNNER_INSIDE, "--ro-bind", str(PROTOCOL), _PROTOCOL_INSIDE]
     gpu = sorted(glob.glob("/dev/nvidia*"))
     for device in gpu:
         argv += ["--dev-bind", device, device]
@@ -137,9 +122,7 @@ def bwrap_argv(
         "PYTHONDONTWRITEBYTECODE": "1",
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
     }
-    argv += ["--clearenv"]
-    for key, value in env.items():
-        argv += ["--setenv", key, value]
+    argv += ["--clearenv", *(x for kv in env.items() for x in ("--setenv", *kv))]
     argv += ["--chdir", INSIDE, "--"]
     prlimit = shutil.which("prlimit")
     if prlimit:

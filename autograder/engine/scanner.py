@@ -4,7 +4,7 @@ The student's code runs in a sandbox that holds nothing of the course, and every
 computed outside it (``autograder/engine/__init__.py``): patching torch, IPython hooks, ending
 the process and reading files above the notebook can no longer change a score. What still matters
 is what the sandbox cannot see, read here from the source *without running it*. A finding never
-changes a score; it is a line to read, with one sentence on why. The kinds (``KINDS``):
+changes a score; it is a line to read, with one sentence on why. The kinds:
 
 - ``forbidden_builtin``: a call of, or a reference to, a built-in that does the exercise's work
   (the chapter's ``forbidden_builtins``), however it is spelled: import aliases (``import
@@ -29,10 +29,6 @@ How it reads: each code cell is parsed with :mod:`ast` and walked in order, keep
 each name refers to (imports, aliases, function parameters and locals), across cells as the
 kernel would. Cells unchanged from the release (``release_nb``: the instructor's imports, locked
 tests) are not reported on, but their imports still count.
-
-Example: scan_source("import torch.nn.functional as F\\nF.scaled_dot_product_attention(q, k, v)",
-forbidden_builtins=["torch.nn.functional.scaled_dot_product_attention"]) ->
-[("forbidden_builtin", 2, "F.scaled_dot_product_attention(q, k, v)", "Uses torch.nn...")]
 """
 
 from __future__ import annotations
@@ -43,14 +39,7 @@ import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["KINDS", "Finding", "scan_source", "scan_notebook", "forbidden_builtins_for"]
-
-KINDS: dict[str, str] = {
-    "forbidden_builtin": "uses a built-in that does what the exercise asks the student to write",
-    "autograder_import": "imports the grader, or looks for signs of being graded",
-    "dynamic_code": "runs code built at run time, which the scanner cannot read",
-    "unparsable": "is not Python, so the scanner could not read it",
-}
+__all__ = ["Finding", "scan_source", "scan_notebook"]
 
 MAX_DEPTH = 200  # nesting of the syntax tree that the walk follows
 CODE_WIDTH = 120  # characters of a line kept in a finding
@@ -69,7 +58,7 @@ _CODE_MAGICS = frozenset({"time", "timeit", "capture", "prun"})  # cell magics w
 class Finding:
     """One line of a submitted notebook that the instructor should read.
 
-    kind: one of KINDS; cell_id: the cell's nbgrader grade_id, else its id, else "cell-<index>";
+    kind: see above; cell_id: the cell's nbgrader grade_id, else its id, else "cell-<index>";
     line: 1-based line in the cell; code: that line, stripped and cut to 120 characters;
     message: one sentence on what the code does and why it matters.
     """
@@ -111,8 +100,8 @@ def _depth(tree: ast.AST) -> int:
 
 def _python(source: str) -> str:
     """The cell as Python: IPython's %magics and !shell escapes translated."""
-    if not any(line.lstrip().startswith(("%", "!")) or "= !" in line or line.rstrip().endswith(
-        "?") for line in source.split("\n")):
+    lines = source.split("\n")
+    if not any(s.lstrip()[:1] in ("%", "!") or "= !" in s or s.rstrip()[-1:] == "?" for s in lines):
         return source
     try:
         from IPython.core.inputtransformer2 import TransformerManager
@@ -130,8 +119,6 @@ class _Scanner(ast.NodeVisitor):
         self.tails = {name.rsplit(".", 1)[-1]: name for name in self.forbidden}
         self.scopes: list[dict[str, str | None]] = [dict(_DEFAULT_ALIASES)]
         self.found: list[tuple[str, int, str]] = []  # (kind, line, message)
-
-    # -- what a name or an expression refers to -------------------------------------------
 
     def lookup(self, name: str) -> str | None:
         for scope in reversed(self.scopes):
@@ -179,8 +166,6 @@ class _Scanner(ast.NodeVisitor):
     def emit(self, kind: str, node: ast.AST, message: str) -> None:
         self.found.append((kind, getattr(node, "lineno", 1), message))
 
-    # -- imports ---------------------------------------------------------------------------
-
     def grader_module(self, node: ast.AST, module: str) -> None:
         if _GRADER_NAME.fullmatch(module):
             self.emit(
@@ -217,30 +202,22 @@ class _Scanner(ast.NodeVisitor):
                 self.emit("forbidden_builtin", node, _forbidden_message(name, "imports"))
             self.bind(alias.asname or alias.name, path)
 
-    # -- scopes and bindings ----------------------------------------------------------------
-
     def visit_FunctionDef(self, node) -> None:
-        for decorator in node.decorator_list:
-            self.visit(decorator)
+        """A def or a lambda: decorators and defaults in the enclosing scope, the body in its own,
+        where the parameters stand for nothing the scanner knows."""
         args = node.args
-        for default in [*args.defaults, *args.kw_defaults]:
-            if default is not None:
-                self.visit(default)
-        self.bind(node.name, None)
+        for expr in [*getattr(node, "decorator_list", ()), *args.defaults, *args.kw_defaults]:
+            if expr is not None:
+                self.visit(expr)
+        if not isinstance(node, ast.Lambda):
+            self.bind(node.name, None)
         params = [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
         self.scopes.append({p.arg: None for p in params if p is not None})
-        for statement in node.body:
+        for statement in node.body if isinstance(node.body, list) else [node.body]:
             self.visit(statement)
         self.scopes.pop()
 
-    visit_AsyncFunctionDef = visit_FunctionDef
-
-    def visit_Lambda(self, node: ast.Lambda) -> None:
-        args = node.args
-        params = [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
-        self.scopes.append({p.arg: None for p in params if p is not None})
-        self.visit(node.body)
-        self.scopes.pop()
+    visit_AsyncFunctionDef = visit_Lambda = visit_FunctionDef
 
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
         for expr in [*node.decorator_list, *node.bases, *node.keywords]:
@@ -268,8 +245,6 @@ class _Scanner(ast.NodeVisitor):
             self.bind(node.id, None)
         elif isinstance(node.ctx, ast.Load):
             self.reference(node)
-
-    # -- references and calls ---------------------------------------------------------------
 
     def reference(self, node: ast.AST) -> bool:
         """Flag `node` if it reaches a forbidden built-in; whether it did."""
@@ -348,8 +323,6 @@ class _Scanner(ast.NodeVisitor):
         self.visit(tree)
         inner, self.found = self.found, found
         self.found += [(kind, node.lineno, message) for kind, _, message in inner]
-
-    # -- a cell ----------------------------------------------------------------------------
 
     def scan_cell(self, source: str, report: bool = True) -> list[tuple[str, int, str, str]]:
         """The findings of one cell: (kind, line, code, message), by line."""
@@ -438,14 +411,3 @@ def scan_notebook(
         for kind, line, code, message in scanner.scan_cell(source, report=not untouched):
             findings.append(Finding(kind, _cell_id(cell, index), line, code, message))
     return findings
-
-
-def forbidden_builtins_for(assignment: str) -> tuple[str, ...]:
-    """The forbidden built-ins that chapter `assignment` declares; () for an unknown chapter."""
-    from autograder import chapters
-
-    if not assignment.isidentifier():
-        raise ValueError(f"not an assignment name: {assignment!r}")
-    if assignment not in chapters.slugs():
-        return ()
-    return chapters.load(assignment).forbidden_builtins
