@@ -3,9 +3,10 @@
 How it fits together; ``protocol.py`` holds the messages themselves, in code.
 
 Who runs where
-    The **parent** (``grade.py``, the instructor's command) reads the submissions, never writes
-    them, and alone writes the gradebook, the autograded notebooks, the feedback and the reports.
-    It hands each submission to a **worker** as a self-contained ``Job`` (the notebook's bytes,
+    The **parent** (``batch.py``, run by the command ``grade.py``) reads the submissions, never
+    writes them, and alone writes the gradebook (``gradebook.py``), the autograded notebooks, the
+    feedback (``feedback.py``) and the reports (``reports.py``). It hands each submission to a
+    **worker** (``pool.py``) as a self-contained ``Job`` (``submission.py``: the notebook's bytes,
     the release, the points): a local process, or a Dask worker (``--scheduler``).
 
     In the worker, the **judge** (``judge.py``) runs the chapter's checks. It never runs or
@@ -21,7 +22,7 @@ Who runs where
     process cannot reach its control pipe.
 
 One submission
-    1. The parent builds the plan of the notebook (``grade._plan``): the student's cells in order,
+    1. The parent builds the plan of the notebook (``submission._plan``): the student's cells in order,
        locked cells as released (put back if deleted); grade cells of tests, cells tagged
        ``visible-tests`` and unchanged illustration cells are not run.
     2. The judge asks the fork server for a fresh process (``fork``) and sends it ``{"op": "run",
@@ -33,10 +34,11 @@ One submission
        is a request, ``{"op": "call" | "get" | "describe" | "load_state" | "to", "target",
        ...}``, answered ``{"ok": True, "value"}`` or ``{"ok": False, "error": {"type",
        "message"}}``. A call may ask for gradients (``"grad"``): they come back as data. While a
-       check runs, the earlier parts it names (its ``stand_ins``) are replaced in the student's
-       namespace by functions that ask the judge (``{"event": "stand_in"}``), which answers with
-       the reference (and, for the backward pass, its vector-Jacobian product): one mistake costs
-       one part, and the reference never enters the sandbox.
+       check runs, an earlier part it goes through that fails its own check (or is missing) is
+       replaced in the student's namespace by a function that asks the judge (``{"event":
+       "stand_in"}``), which answers with the reference (and, for the backward pass, its
+       vector-Jacobian product); an earlier part that passes its own check is used as written.
+       So one mistake costs one part, and the reference never enters the sandbox.
     4. The judge sends ``exit``; the fork server answers ``ended`` once the process is gone and
        the sandbox is clean. The verdicts become the grade cells' scores and outputs; the parent
        merges them.
