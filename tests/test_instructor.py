@@ -422,6 +422,12 @@ def test_a_week_from_an_lms_download_to_grades_the_lms_imports(tmp_path):
         rows["absent"]["status"] == "no notebook"
         and "no notebook was handed in" in rows["absent"]["reason"]
     )
+    # The class report, for the next lecture: who made which mistake, part by part, offline.
+    report = (course.reports / f"{A}-class.html").read_text()
+    assert "http://" not in report and "https://" not in report
+    assert "<code>attention_scores</code>" in report and "data:image/png;base64," in report
+    assert "1 student</strong>: raised IndexError" in report  # spark's dims[3], and only spark
+    assert "<summary>who</summary>spark</details>" in report
     feedback = (course.feedback / "mkim" / A / f"{A}.html").read_text()
     assert "graded by hand later (2 points)" in feedback and "Score: 0.0 / 2.0" not in feedback
     assert "cdnjs" not in feedback and "mjx-container" in feedback

@@ -22,8 +22,8 @@ Who runs where
     process cannot reach its control pipe.
 
 One submission
-    1. The parent builds the plan of the notebook (``submission._plan``): the student's cells in order,
-       locked cells as released (put back if deleted); grade cells of tests, cells tagged
+    1. The parent builds the plan of the notebook (``submission._plan``): the student's cells in
+       order, locked cells as released (put back if deleted); grade cells of tests, cells tagged
        ``visible-tests`` and unchanged illustration cells are not run.
     2. The judge asks the fork server for a fresh process (``fork``) and sends it ``{"op": "run",
        "cells", "seconds"}``; the runner runs each cell in an IPython shell under a time limit,
