@@ -855,10 +855,20 @@ def test_the_public_release_holds_the_book_and_exercises_and_no_answer(
 
 def _code_only(source: str) -> str:
     """A module's source without its docstrings and comment lines: instructions may repeat a
-    reference's docstring (it states the behaviour asked for); its code is the answer."""
+    reference's docstring (it states the behaviour asked for); its code is the answer. Nor the
+    lines between ``# GIVEN BEGIN`` and ``# GIVEN END``: a copy of what the release's setup cell
+    gives students (chapter 10's task and given model), public by design."""
     import ast
 
     lines = source.splitlines()
+    given = False
+    for i, line in enumerate(lines):
+        marker = line.strip()
+        if marker in ("# GIVEN BEGIN", "# GIVEN END"):
+            given = marker == "# GIVEN BEGIN"
+            lines[i] = ""
+        elif given:
+            lines[i] = ""
     for node in ast.walk(ast.parse(source)):
         body = getattr(node, "body", None)
         if isinstance(body, list) and body and isinstance(body[0], ast.Expr):

@@ -394,7 +394,7 @@ def train_translator(model_class=Transformer, steps=400, seed=0, E=32, layers=1,
     core = model_class(E, 4, layers, layers, 2 * E, 0.0)
     model = TokenTransformer(core, E, len(SOURCE_WORDS), len(TARGET_WORDS))
     optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
+    warmup_then_decay = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: rate(s + 1, E, warmup, factor))  # LambdaLR counts from 0
     model.train()
     for _ in range(steps):
@@ -406,7 +406,7 @@ def train_translator(model_class=Transformer, steps=400, seed=0, E=32, layers=1,
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        schedule.step()
+        warmup_then_decay.step()
     return model.eval()
 
 
