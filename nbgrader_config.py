@@ -72,7 +72,7 @@ c.Execute.interrupt_on_timeout = True
 # failing test turns it into a hand-graded cell instead of a failure.
 c.OverwriteCells.add_missing_cells = True
 
-# The students' feedback pages (autograder/engine/feedback.py). The hidden tests are cut out of the
+# The students' feedback pages (autograder/reporting/feedback.py). The hidden tests are cut out of the
 # grade cells (nbgrader keeps them by default; jupyter/nbgrader#917); FeedbackGrades marks the
 # written answers still waiting for a hand and drops the visible tests (the grader does not run
 # them); FeedbackExporter shows each grade cell as its verdict and what failed, and typesets the
@@ -82,10 +82,10 @@ c.OverwriteCells.add_missing_cells = True
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
     "nbgrader.preprocessors.ClearHiddenTests",
-    "autograder.engine.feedback.FeedbackGrades",
+    "autograder.reporting.feedback.FeedbackGrades",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]
-c.GenerateFeedback.exporter_class = "autograder.engine.feedback.FeedbackExporter"
+c.GenerateFeedback.exporter_class = "autograder.reporting.feedback.FeedbackExporter"
 
 # A traceback would quote the hidden-test lines of the cell and the code of the checks around the
 # failing call, so only its first line (the rule) and its last line ("CheckFailed: <the property

@@ -28,9 +28,9 @@ import pytest
 
 from autograder.chapters.ch04_self_attention import wrong
 from autograder.course import Course
-from autograder.engine import feedback
-from autograder.engine.reports import NOT_ATTEMPTED, name_mistake
 from autograder.instructor.handgrades import import_hand_grades
+from autograder.reporting import feedback
+from autograder.reporting.class_report import NOT_ATTEMPTED, name_mistake
 
 A = "ch04_self_attention"
 REPO = Path(__file__).resolve().parents[1]

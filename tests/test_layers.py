@@ -1,8 +1,10 @@
-"""The grader's three layers import in one direction only (issue 21).
+"""The grader's four layers import in one direction only (issue 21).
 
     autograder.course       the course on disk: paths, roster, late policy, records, scores
-    autograder.engine       grading: may use the course layer, never the instructor's commands
-    autograder.instructor   the instructor's commands: may use the engine and the course layer
+    autograder.reporting    feedback pages and reports: may use the course layer alone
+    autograder.engine       grading: may use the course layer and reporting, never the
+                            instructor's commands
+    autograder.instructor   the instructor's commands: may use every layer
 
 Every import is read with `ast`, at any depth (an import inside a function counts), relative
 imports resolved, and `importlib.import_module("...")` / `__import__("...")` with a literal name.
@@ -16,11 +18,12 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "autograder"
-LAYERS = ("course", "engine", "instructor")
+LAYERS = ("course", "reporting", "engine", "instructor")
 ALLOWED = {
     "course": {"course"},
-    "engine": {"engine", "course"},
-    "instructor": {"instructor", "engine", "course"},
+    "reporting": {"reporting", "course"},
+    "engine": {"engine", "reporting", "course"},
+    "instructor": {"instructor", "engine", "reporting", "course"},
 }
 
 
@@ -96,14 +99,14 @@ def test_the_layers_import_in_one_direction_only():
     assert not found, "imports against the layers' direction:\n" + "\n".join(found)
 
 
-def test_the_engine_and_the_instructor_both_use_the_course_layer():
-    users = {"engine": False, "instructor": False}
+def test_every_layer_above_the_course_uses_it():
+    users = {"engine": False, "instructor": False, "reporting": False}
     for path, module, is_package in _modules():
         layer = _layer(module)
         if layer in users:
             names = imported(path.read_text(encoding="utf-8"), module, is_package)
             users[layer] |= any(_layer(name) == "course" for _, name in names)
-    assert users == {"engine": True, "instructor": True}
+    assert users == {"engine": True, "instructor": True, "reporting": True}
 
 
 @pytest.mark.parametrize(
@@ -116,6 +119,9 @@ def test_the_engine_and_the_instructor_both_use_the_course_layer():
         ("autograder.course.record", "import autograder.engine.grade\n"),
         ("autograder.course.record", "from . import roster\nfrom ..engine import pool\n"),
         ("autograder.course", "from .. import instructor\n"),
+        ("autograder.course.grades", "from autograder.reporting.reports import StudentResult\n"),
+        ("autograder.reporting.reports", "from autograder.engine import gradebook\n"),
+        ("autograder.reporting.feedback", "def f():\n    from ..instructor import export\n"),
     ],
 )
 def test_the_check_finds_an_import_against_the_direction(module, source):
@@ -129,6 +135,8 @@ def test_the_check_finds_an_import_against_the_direction(module, source):
         ("autograder.engine.batch", "from autograder.course import record\nfrom . import pool\n"),
         ("autograder.instructor.export", "from autograder.engine.grade import write_reports\n"),
         ("autograder.course.record", "from . import roster\nimport csv\n"),
+        ("autograder.engine.batch", "from autograder.reporting.reports import write_reports\n"),
+        ("autograder.instructor.export", "from autograder.reporting import reports\n"),
     ],
 )
 def test_the_check_lets_the_allowed_imports_through(module, source):

@@ -5,7 +5,7 @@ How it fits together; ``protocol.py`` holds the messages themselves, in code.
 Who runs where
     The **parent** (``batch.py``, run by the command ``grade.py``) reads the submissions, never
     writes them, and alone writes the gradebook (``gradebook.py``), the autograded notebooks, the
-    feedback (``feedback.py``) and the reports (``reports.py``). It hands each submission to a
+    feedback and the reports (``autograder.reporting``). It hands each submission to a
     **worker** (``pool.py``) as a self-contained ``Job`` (``submission.py``: the notebook's bytes,
     the release, the points): a local process, or a Dask worker (``--scheduler``).
 

@@ -2,8 +2,8 @@
 
 The parent reads the submissions (never writes them), turns each into a self-contained
 :class:`~autograder.engine.submission.Job` that :mod:`.pool` grades, then alone writes the scores
-(:mod:`.gradebook`), the feedback (:mod:`.feedback`) and the reports (:mod:`.reports`), one row
-per student whatever happened. The course (paths, roster, late policy, what ``collect``
+(:mod:`.gradebook`), the feedback and the reports (``autograder.reporting``), one row per student
+whatever happened. The course (paths, roster, late policy, what ``collect``
 recorded) is the course layer's, ``autograder.course``.
 """
 
@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 
 from autograder.course import Course, grades, record
-from autograder.engine import feedback, gradebook, pool
-from autograder.engine.reports import read_rows, write_reports
-from autograder.engine.submission import Job, StudentResult, _quiet
+from autograder.engine import gradebook, pool
+from autograder.engine.submission import Job, _quiet
+from autograder.reporting import feedback
+from autograder.reporting.reports import StudentResult, read_back, read_rows, write_reports
 
 __all__ = ["grade_assignment"]
 
@@ -141,7 +142,7 @@ def grade_assignment(
     ordered = [results[s] for s in sorted(results)]
     earlier = [r for r in read_rows(course, assignment) if r.student not in results]
     rows = [*earlier, *ordered]  # a run with --student keeps the others' rows
-    gradebook.read_back(course, assignment, rows, policy)
+    read_back(course, assignment, rows, policy)
     write_reports(course, assignment, rows)
     return ordered
 

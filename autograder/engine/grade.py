@@ -5,8 +5,8 @@
 
 (`make autograde` runs it for every assignment.) The command line only; the work is split by
 concern: :mod:`.submission` (one submission, the unit of work), :mod:`.pool` (local workers or
-Dask), :mod:`.batch` (the parent: reads, hands out, writes), :mod:`.gradebook`, :mod:`.feedback`
-and :mod:`.reports`. The course on disk is the course layer's (``autograder.course``).
+Dask), :mod:`.batch` (the parent: reads, hands out, writes) and :mod:`.gradebook`; the feedback and
+the reports are ``autograder.reporting``'s, the course on disk the course layer's.
 """
 
 from __future__ import annotations

@@ -13,9 +13,9 @@ import json
 import shutil
 
 from autograder.course import Course, grades
-from autograder.engine.submission import StudentResult
+from autograder.reporting.reports import StudentResult
 
-__all__ = ["merge", "read_back", "set_penalty", "supersede"]
+__all__ = ["merge", "set_penalty", "supersede"]
 
 
 def merge(course: Course, assignment: str, result: StudentResult) -> None:
@@ -138,23 +138,3 @@ def supersede(course: Course, assignment: str, result: StudentResult) -> None:
         f"{'; ' if result.reason else ''}the earlier grade ({old['score']:g} / "
         f"{old['max_score']:g}) no longer stands; it is kept in {where}/"
     )
-
-
-def read_back(course: Course, assignment: str, rows: list[StudentResult], policy) -> None:
-    """Fill the rows' scores from the gradebook: its total (a hand-given score counts), the
-    cells still waiting for a hand, the late penalty; so the CSV says what the gradebook says."""
-    submissions, _ = grades.read(course, assignment)
-    for r in rows:
-        due = policy.due(assignment, r.student)
-        r.due = due.isoformat() if due else None
-        s = submissions.get(r.student)
-        if s is None:
-            r.cells, r.raw_score, r.penalty, r.score, r.needs_manual = {}, 0.0, 0.0, 0.0, []
-            continue
-        r.cells = dict(s.cells)
-        r.needs_manual = list(s.needs_manual)
-        r.unanswered = [c for c in r.unanswered if c in s.cells and c not in s.by_hand]
-        r.raw_score, r.penalty, r.score = s.raw_score, s.penalty, s.score
-        r.max_score = s.max_score or r.max_score
-        when = dt.datetime.fromisoformat(r.timestamp) if r.timestamp else None
-        r.late_by = policy.lateness(assignment, when, r.max_score, r.student).describe()

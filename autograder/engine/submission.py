@@ -13,9 +13,10 @@ import time
 import traceback
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from autograder.course.grades import GradedCell
+from autograder.reporting.reports import StudentResult
 
 __all__ = ["GradedCell", "Job", "StudentResult", "grade_submission"]
 
@@ -33,33 +34,6 @@ class Job:
     cell_seconds: float = 120.0
     part_seconds: float = 120.0
     hidden: tuple[str, ...] = ()  # folders the sandbox must not show
-
-
-@dataclass
-class StudentResult:
-    student: str
-    status: str = "graded"  # graded | error | no notebook | folder gone
-    reason: str = ""
-    score: float = 0.0  # what counts: the gradebook's total (hand-given scores too) less penalty
-    max_score: float = 0.0
-    raw_score: float = 0.0  # before the late penalty
-    penalty: float = 0.0
-    due: str | None = None
-    late_by: str = ""
-    grader_fault: bool = False  # the grader failed, not the notebook
-    cells: dict[str, float] = field(default_factory=dict)  # grade id -> auto score
-    needs_manual: list[str] = field(default_factory=list)
-    unanswered: list[str] = field(default_factory=list)  # manual cells left as released
-    messages: dict[str, str] = field(default_factory=dict)  # grade id -> what failed
-    findings: list[str] = field(default_factory=list)  # scanner: "nb:cell:line kind: code"
-    integrity: list[str] = field(default_factory=list)
-    sandboxed: bool = True
-    seconds: float = 0.0
-    # Seconds by stage: the judge's own (sandbox start, execution, judging, ...), then the
-    # parent's "gradebook" and "feedback" (the bench prints them).
-    timings: dict[str, float] = field(default_factory=dict)
-    timestamp: str | None = None
-    autograded: dict[str, str] = field(default_factory=dict)  # file name -> notebook JSON
 
 
 def grade_submission(job: Job) -> StudentResult:

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  warning: {w}")
             return 0
         if args.command == "feedback":
-            from autograder.engine.feedback import refresh_feedback
+            from autograder.reporting.feedback import refresh_feedback
 
             failed = refresh_feedback(course, args.assignment)
             for student, why in failed.items():

@@ -22,7 +22,7 @@ import csv
 from pathlib import Path
 
 from autograder.course import grades
-from autograder.engine.reports import refresh_reports
+from autograder.reporting.reports import refresh_reports
 
 __all__ = ["export"]
 

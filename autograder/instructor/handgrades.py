@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autograder.course import Course, grades
-from autograder.engine.reports import refresh_reports
+from autograder.reporting.reports import refresh_reports
 
 __all__ = ["HandGrade", "import_hand_grades", "read_hand_grades"]
 

@@ -128,7 +128,7 @@ def rename(course, old: str, new: str) -> None:
 
 def _edit_reports(course, edit) -> None:
     """Apply `edit` to the rows of every assignment's report, and write the reports again."""
-    from autograder.engine.reports import StudentResult, write_reports
+    from autograder.reporting.reports import StudentResult, write_reports
 
     for path in sorted(course.reports.glob("*.json")):
         try:
@@ -146,7 +146,7 @@ def extend(course, assignment: str, student: str, due: str) -> str:
     their graded submission the late penalty again; what changed, in one line."""
     from autograder.course import record
     from autograder.engine.gradebook import set_penalty
-    from autograder.engine.reports import refresh_reports
+    from autograder.reporting.reports import refresh_reports
 
     if not _known(course, student):
         raise ValueError(f"no student {student!r}: not in submitted/, the roster or the gradebook")

@@ -31,7 +31,7 @@ from traitlets import Bool
 
 from autograder.course import Course
 from autograder.course.grades import last_line
-from autograder.engine.reports import refresh_reports
+from autograder.reporting.reports import refresh_reports
 
 __all__ = [
     "FeedbackExporter",
@@ -44,10 +44,10 @@ __all__ = [
 PREPROCESSORS = [
     "nbgrader.preprocessors.GetGrades",
     "nbgrader.preprocessors.ClearHiddenTests",
-    "autograder.engine.feedback.FeedbackGrades",
+    "autograder.reporting.feedback.FeedbackGrades",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]
-EXPORTER = "autograder.engine.feedback.FeedbackExporter"
+EXPORTER = "autograder.reporting.feedback.FeedbackExporter"
 
 
 def _config(course: Course):
