@@ -46,7 +46,12 @@ def _as(fn, name: str) -> str:
 
 CLASS = {
     "ann": {},
-    "ben": {},
+    # a correct answer that looks for the grader: flagged for review, its score unchanged
+    "ben": {
+        "attention_scores_solution": lambda own: (
+            f"import os\nGRADED = 'NBGRADER_EXECUTION' in os.environ\n{own}"
+        )
+    },
     "cat": {"attention_scores_solution": _as(wrong.scores_no_scaling, "attention_scores")},
     "dan": {"attention_scores_solution": _as(wrong.scores_no_scaling, "attention_scores")},
     "eve": {"attention_scores_solution": _as(wrong.scores_divide_by_d, "attention_scores")},
@@ -89,7 +94,8 @@ def graded_class(tmp_path_factory):
     for student, edits in CLASS.items():
         nb = release if edits is None else filled_in(release, source)
         for gid, code in (edits or {}).items():
-            cell_by_id(nb, gid).source = code
+            cell = cell_by_id(nb, gid)
+            cell.source = code(cell.source) if callable(code) else code
         path = course_root / "grading" / "submitted" / student / A / f"{A}.ipynb"
         path.parent.mkdir(parents=True)
         nbformat.write(nb, path)
@@ -238,6 +244,9 @@ def test_the_class_report_counts_who_made_which_mistake(graded_class):
         assert "not scaled" not in section, part  # the stand-in kept part 1 out of the rest
         assert "5 of 6 graded notebooks passed every check" in section, part
     assert "6 students: 6 graded" in page
+    flagged = page.split("<h2>Flagged for review</h2>")[1]
+    assert flagged.count("<li>") == 1 and "<strong>ben</strong>" in flagged
+    assert "NBGRADER_EXECUTION" in flagged and "No score was changed" in flagged
 
 
 @pytest.mark.slow

@@ -115,10 +115,7 @@ def _grade(job: Job, result: StudentResult) -> None:
             problems.append(f"{name} is the release as it was: nothing was answered")
         for gid, cell in graded.items():
             if cell.manual:
-                if gid in plan.unanswered:
-                    result.unanswered.append(gid)
-                else:
-                    result.needs_manual.append(gid)
+                (result.unanswered if gid in plan.unanswered else result.needs_manual).append(gid)
                 continue
             verdict = verdicts.get(gid)
             result.cells[gid] = cell.points if verdict is not None and verdict.passed else 0.0
@@ -221,17 +218,13 @@ def _autograded(plan: _Plan, run, verdicts: dict, graded: dict[str, GradedCell])
         points = graded[gid].points if gid in graded else 0
         if verdict is not None and verdict.passed:
             text = f"Passed: every check of this part holds ({points:g} of {points:g} points).\n"
-            nb.cells[index].outputs = [nbformat.v4.new_output("stream", name="stdout", text=text)]
+            out = nbformat.v4.new_output("stream", name="stdout", text=text)
         else:
             message = verdict.message if verdict is not None else "not checked"
-            nb.cells[index].outputs = [
-                nbformat.v4.new_output(
-                    "error",
-                    ename="CheckFailed",
-                    evalue=message,
-                    traceback=[f"CheckFailed: {message}"],
-                )
-            ]
+            out = nbformat.v4.new_output(
+                "error", ename="CheckFailed", evalue=message, traceback=[f"CheckFailed: {message}"]
+            )
+        nb.cells[index].outputs = [out]
     return nb
 
 
@@ -250,15 +243,11 @@ def _read_notebook(raw: bytes):
             "was it saved from Jupyter, and handed in whole?"
         ) from None
     try:
-        nb = nbformat.reads(text, as_version=4)  # not validated: Colab's notebooks bend the schema
+        return nbformat.reads(text, as_version=4)  # unvalidated: Colab bends the schema
     except Exception as exc:  # nbformat raises several kinds for a malformed notebook
-        raise ValueError(f"it is JSON but not a notebook: {_first_line(exc)}") from None
-    return nb
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+        lines = str(exc).strip().splitlines()
+        said = f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
+        raise ValueError(f"it is JSON but not a notebook: {said}") from None
 
 
 def _quiet() -> None:

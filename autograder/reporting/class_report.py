@@ -110,9 +110,9 @@ def _score_plot(results: list[StudentResult]) -> str:
 
 
 def write_class_report(course: Course, assignment: str, results: list[StudentResult]) -> Path:
-    """``<grading>/reports/<assignment>-class.html``: the score distribution and, part by part,
-    which mistakes how many students made, from the checks' messages. One offline page (the plot
-    is inside it), for the instructor's next lecture."""
+    """``<grading>/reports/<assignment>-class.html``: the score distribution, part by part which
+    mistakes how many students made (from the checks' messages), and what was flagged for review.
+    One offline page (the plot is inside it), for the instructor's next lecture."""
     from html import escape
 
     course.reports.mkdir(parents=True, exist_ok=True)
@@ -140,6 +140,11 @@ def write_class_report(course: Course, assignment: str, results: list[StudentRes
             f"<h3><code>{escape(part)}</code></h3><p>{passed} of {len(graded)} graded "
             f"notebooks passed every check of this part.</p><ul>{items}</ul>"
         )
+    flagged = "".join(
+        f"<li><strong>{escape(r.student)}</strong>: {escape(item)}</li>"
+        for r in results
+        for item in [*r.findings, *r.integrity]
+    )
     statuses = ", ".join(f"{n} {escape(s)}" for s, n in sorted(by_status.items()))
     mean = sum(r.score for r in graded) / len(graded) if graded else 0.0
     page = f"""<!DOCTYPE html>
@@ -161,6 +166,12 @@ summary {{display: inline; cursor: pointer; font-size: .9em}}
 <p>From what the checks said to each student (the mistake each check names); a student counts
 once per mistake and part.</p>
 {"".join(parts) or "<p>No graded part.</p>"}
+<h2>Flagged for review</h2>
+<p>What the scanner found in the notebooks without running them (a built-in the exercise asks
+students to write, code that imports or looks for the grader, code built at run time, a cell that
+is not Python), and submissions that changed while they were graded. No score was changed by
+them: read the code and decide.</p>
+{f"<ul>{flagged}</ul>" if flagged else "<p>Nothing was flagged.</p>"}
 </body></html>
 """
     path = course.reports / f"{assignment}-class.html"
