@@ -1,8 +1,4 @@
-"""The trusted side of grading: run a notebook in the sandboxed runner, then judge each part.
-
-:func:`judge_notebook` is one submission's grading (the whole flow: ``engine/__init__.py``). Each
-part's check runs *here*, on a :class:`RemoteSubject` whose calls the runner answers with data;
-this process never runs, imports or unpickles anything of the student's.
+"""The trusted side of grading (the whole flow: ``engine/__init__.py``): :func:`judge_notebook`.
 
 A process that ends (``os._exit``, a crash, a memory limit) or is killed past its time limit is
 started again: during the cells, without the cell that ended it; during a check, for the next part
@@ -119,8 +115,11 @@ class ForkServer:
         self.alive = True
         kind, frame = self.receive(time.monotonic() + options.start_seconds)
         if kind != "control" or frame.get("event") != Event.READY:
-            self.kill()
-            raise _Lost("the grading process did not start")
+            raise self._lost("the grading process did not start")
+
+    def _lost(self, why: str) -> _Lost:
+        self.kill()
+        return _Lost(why)
 
     def kill(self) -> None:
         self.alive = self.child = False
@@ -139,8 +138,7 @@ class ForkServer:
             pipe.write(protocol.pack(message))
             pipe.flush()
         except (BrokenPipeError, OSError, ValueError):
-            self.kill()
-            raise _Lost("the grading process ended") from None
+            raise self._lost("the grading process ended") from None
 
     def fork(self) -> None:
         """A fresh process for the next student, on the data channel."""
@@ -163,16 +161,14 @@ class ForkServer:
                 try:
                     frame = frames.next()
                 except protocol.ProtocolError as exc:
-                    self.kill()
-                    raise _Lost(str(exc)) from None
+                    raise self._lost(str(exc)) from None
                 if frame is not None:
                     if kind == "control" and frame.get("event") == Event.ENDED:
                         self.child = False
                     return kind, frame
             left = deadline - time.monotonic()
             if left <= 0:
-                self.kill()
-                raise _Lost("it ran past its time limit and was stopped")
+                raise self._lost("it ran past its time limit and was stopped")
             pipes = [self.proc.stdout, self.control_in]
             if not self.proc.stderr.closed:
                 pipes.append(self.proc.stderr)
@@ -182,13 +178,10 @@ class ForkServer:
                 if pipe is self.proc.stderr:  # read so the pipe never fills; nothing is kept
                     if not chunk:
                         pipe.close()
-                    continue
-                if chunk:
-                    (self.control if pipe is self.control_in else self.data).buffer += chunk
+                elif not chunk:
+                    raise self._lost(_ended(self.proc.wait()))
                 else:
-                    code = self.proc.wait()
-                    self.kill()
-                    raise _Lost(_ended(code))
+                    (self.control if pipe is self.control_in else self.data).buffer += chunk
 
     def end_child(self) -> None:
         """Ask the student's process to end and wait until the sandbox is clean again."""
@@ -331,31 +324,23 @@ class Session:
             kwargs = protocol.decode(frame["kwargs"], device_map=protocol.device)
             if type(args) is not tuple or type(kwargs) is not dict:
                 raise protocol.ProtocolError("malformed arguments")
-            grad = frame.get("grad")
-            if grad is None:
+            if frame.get("grad") is None:
                 return {"ok": True, "value": protocol.encode(fn(*args, **kwargs))}
-            grad_output = protocol.decode(grad, device_map=protocol.device)
-            flags = frame.get("requires_grad") or []
-            leaves = runner.tensor_leaves((args, kwargs))
-            marked = [
-                t.requires_grad_()
-                for t, f in zip(leaves, flags, strict=False)
-                if f and t.is_floating_point()
-            ]
+            grad_output = protocol.decode(frame["grad"], device_map=protocol.device)
+            # the leaves its autograd saved: those that require grad in the student's process
+            leaves = runner.requiring_grad((args, kwargs), frame.get("requires_grad") or [])
             with torch.enable_grad():
-                out = fn(*args, **kwargs)
-                loss = (out * grad_output.to(out.device, out.dtype)).sum()
-                grads = torch.autograd.grad(loss, marked, allow_unused=True)
+                grads = runner.vjp(fn(*args, **kwargs), grad_output, leaves)
             grads = [
-                torch.zeros_like(t) if g is None else g for t, g in zip(marked, grads, strict=False)
+                torch.zeros_like(t) if g is None else g for t, g in zip(leaves, grads, strict=False)
             ]
             return {"ok": True, "value": protocol.encode(grads)}
         except Exception as exc:  # bad arguments from the student's code: it gets the error
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
 
-def _error_output(ename: str, evalue: str) -> dict:
-    return {"output_type": "error", "ename": ename, "evalue": evalue, "traceback": []}
+def _error_output(ename: str, evalue: str, traceback=()) -> dict:
+    return {"output_type": "error", "ename": ename, "evalue": evalue, "traceback": list(traceback)}
 
 
 def _clean_outputs(outputs: list) -> list[dict]:
@@ -367,8 +352,8 @@ def _clean_outputs(outputs: list) -> list[dict]:
             clean.append({"output_type": "stream", "name": out["name"], "text": text})
         elif out.get("output_type") == "error":
             tb = out.get("traceback") if type(out.get("traceback")) is list else []
-            error = _error_output(str(out.get("ename", "Error")), str(out.get("evalue", "")))
-            clean.append({**error, "traceback": [str(line) for line in tb[:20]]})
+            ename, evalue = str(out.get("ename", "Error")), str(out.get("evalue", ""))
+            clean.append(_error_output(ename, evalue, map(str, tb[:20])))
     return clean
 
 
@@ -389,12 +374,9 @@ class RemoteSubject(Subject):
         reply = self.session.request({**message, "target": self.target})
         if reply.get("ok") is not True:
             error = reply.get("error") if type(reply.get("error")) is dict else {}
-            where = error.get("where")
-            raise StudentError(
-                str(error.get("type", "Error")),
-                str(error.get("message", "")),
-                where if type(where) is str else "",
-            )
+            where = error.get("where") if type(error.get("where")) is str else ""
+            kind, message = str(error.get("type", "Error")), str(error.get("message", ""))
+            raise StudentError(kind, message, where)
         return reply
 
     def _value(self, enc):
@@ -492,14 +474,10 @@ def judge_notebook(
             # Once every cell of a name is judged, a later part that calls it knows whether the
             # student's own is used or the reference stands in for it.
             if all(p.name != part.name for p in parts[i + 1 :]):
-                failed = [
-                    v
-                    for v, p in zip(session.run.verdicts, parts, strict=False)
-                    if p.name == part.name and not v.passed
-                ]
-                session.verdicts[part.name] = (
-                    fails_own_check(part.name, failed[0].message) if failed else None
-                )
+                judged = zip(session.run.verdicts, parts, strict=False)
+                failed = [v.message for v, p in judged if p.name == part.name and not v.passed]
+                why = fails_own_check(part.name, failed[0]) if failed else None
+                session.verdicts[part.name] = why
         return session.run
     finally:
         session.close()

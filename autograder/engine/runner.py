@@ -96,6 +96,23 @@ def seeded(seed: int | None):
         yield
 
 
+def requiring_grad(value, flags=None) -> list[torch.Tensor]:
+    """The floating-point tensors in `value` (with `flags`, those whose flag is true), each now
+    requiring grad."""
+    leaves = tensor_leaves(value)
+    flags = [True] * len(leaves) if flags is None else flags
+    marked = zip(leaves, flags, strict=False)
+    return [t.requires_grad_() for t, f in marked if f and t.is_floating_point()]
+
+
+def vjp(out: torch.Tensor, grad_output, wrt: list) -> tuple:
+    """The gradients of <out, grad_output> (ones if None) with respect to `wrt`, None if unused."""
+    g = torch.ones_like(out) if grad_output is None else grad_output.to(out.device, out.dtype)
+    # <out, g> as a scalar: the same gradients as grad_outputs=g, without the import of
+    # sympy that torch makes on the first non-scalar grad_outputs (half a second a process).
+    return torch.autograd.grad((out * g).sum(), wrt, allow_unused=True)
+
+
 def call(obj, method: str | None, args: tuple, kwargs: dict, seed=None, grad=None):
     """obj(*args, **kwargs), or obj.<method>(...): returns (output, gradients or None).
 
@@ -108,11 +125,7 @@ def call(obj, method: str | None, args: tuple, kwargs: dict, seed=None, grad=Non
     if grad is None:
         with seeded(seed):
             return fn(*args, **kwargs), None
-    leaves = []
-    if grad.get("inputs"):
-        leaves = [t for t in tensor_leaves((args, kwargs)) if t.is_floating_point()]
-        for t in leaves:
-            t.requires_grad_(True)
+    leaves = requiring_grad((args, kwargs)) if grad.get("inputs") else []
     params = list(obj.named_parameters()) if grad.get("params") else []
     with seeded(seed), torch.enable_grad():
         out = fn(*args, **kwargs)
@@ -121,20 +134,11 @@ def call(obj, method: str | None, args: tuple, kwargs: dict, seed=None, grad=Non
                 "the output does not depend differentiably on the inputs; use torch operations "
                 "only (no .detach(), .item(), .numpy() or torch.no_grad())"
             )
-        g = grad.get("grad_output")
-        g = torch.ones_like(out) if g is None else g.to(out.device, out.dtype)
         wrt = [*leaves, *(p for _, p in params)]
-        # <out, g> as a scalar: the same gradients as grad_outputs=g, without the import of
-        # sympy that torch makes on the first non-scalar grad_outputs (half a second a process).
-        grads = torch.autograd.grad((out * g).sum(), wrt, allow_unused=True) if wrt else ()
-    n = len(leaves)
-    return out, {
-        "inputs": [None if x is None else x.detach() for x in grads[:n]],
-        "params": {
-            name: None if x is None else x.detach()
-            for (name, _), x in zip(params, grads[n:], strict=False)
-        },
-    }
+        grads = vjp(out, grad.get("grad_output"), wrt) if wrt else ()
+    grads, n = [None if x is None else x.detach() for x in grads], len(leaves)
+    names = (name for name, _ in params)
+    return out, {"inputs": grads[:n], "params": dict(zip(names, grads[n:], strict=False))}
 
 
 def describe(obj) -> dict:
@@ -162,11 +166,10 @@ def _error(exc: BaseException, cells: dict | None = None) -> dict:
     """An exception as data; with `cells` ({code name: cell index}), also where in the
     student's cells it was raised: the innermost frame of theirs."""
     out = {"type": type(exc).__name__, "message": str(exc)[:2000]}
-    for frame in reversed(traceback.extract_tb(exc.__traceback__) if cells else []):
-        if frame.filename in cells:
-            code = (frame.line or "").strip()[:300]
-            out["where"] = f"cell {cells[frame.filename] + 1}, line {frame.lineno}: {code}"
-            break
+    frames = reversed(traceback.extract_tb(exc.__traceback__) if cells else [])
+    if frame := next((f for f in frames if f.filename in cells), None):
+        code = (frame.line or "").strip()[:300]
+        out["where"] = f"cell {cells[frame.filename] + 1}, line {frame.lineno}: {code}"
     return out
 
 
@@ -231,15 +234,9 @@ class _Server:
                 outputs.append({"output_type": "stream", "name": name, "text": text})
         if error is not None:
             lines = traceback.format_exception(type(error), error, error.__traceback__)
-            lines = [line for line in lines if "runner.py" not in line][-12:]
-            outputs.append(
-                {
-                    "output_type": "error",
-                    "ename": type(error).__name__,
-                    "evalue": str(error)[:2000],
-                    "traceback": [line.rstrip("\n")[:2000] for line in lines],
-                }
-            )
+            lines = [line.rstrip("\n")[:2000] for line in lines if "runner.py" not in line][-12:]
+            info = {"ename": type(error).__name__, "evalue": str(error)[:2000], "traceback": lines}
+            outputs.append({"output_type": "error", **info})
         return outputs
 
     def run(self, request: dict) -> None:
@@ -262,30 +259,31 @@ class _Server:
 
     def stand_in(self, name: str):
         """A function that answers with the judge's reference for `name` (and its gradients)."""
-        server = self
+
+        def ask(spec: dict, grad=None):
+            return self.ask({"event": Event.STAND_IN, "name": name, **spec, "grad": grad})
 
         class _Bridge(torch.autograd.Function):
             @staticmethod
             def forward(ctx, spec, *tensors):
                 ctx.spec = spec
                 ctx.save_for_backward(*tensors)
-                return server.ask({"event": Event.STAND_IN, "name": name, **spec, "grad": None})
+                return ask(spec)
 
             @staticmethod
             def backward(ctx, grad_output):
-                spec = {**ctx.spec, "grad": encode(grad_output.detach().cpu())}
-                grads = server.ask({"event": Event.STAND_IN, "name": name, **spec})
+                grads = ask(ctx.spec, encode(grad_output.detach().cpu()))
                 if type(grads) is not list or len(grads) != len(ctx.saved_tensors):
                     raise ProtocolError("a malformed gradient from the judge")
                 return (None, *grads)
 
         def reference(*args, **kwargs):
-            leaves = [t for t in tensor_leaves((args, kwargs)) if t.requires_grad]
+            flags = [t.requires_grad for t in tensor_leaves((args, kwargs))]
             spec = {"args": encode(args), "kwargs": encode(kwargs)}
-            if leaves and torch.is_grad_enabled():
-                spec["requires_grad"] = [t.requires_grad for t in tensor_leaves((args, kwargs))]
-                return _Bridge.apply(spec, *leaves)
-            return server.ask({"event": Event.STAND_IN, "name": name, **spec, "grad": None})
+            if any(flags) and torch.is_grad_enabled():
+                leaves = [t for t in tensor_leaves((args, kwargs)) if t.requires_grad]
+                return _Bridge.apply({**spec, "requires_grad": flags}, *leaves)
+            return ask(spec)
 
         reference.__name__ = reference.__qualname__ = name
         return reference
@@ -299,9 +297,8 @@ class _Server:
 
     @contextlib.contextmanager
     def standing_in(self, names):
-        saved = {}
-        for name in names:
-            saved[name] = self.namespace.get(name, _MISSING)
+        saved = {name: self.namespace.get(name, _MISSING) for name in names}
+        for name in saved:
             if name not in self.bridges:  # one autograd.Function class per name, made once
                 self.bridges[name] = self.stand_in(name)
             self.namespace[name] = self.bridges[name]
@@ -326,18 +323,13 @@ class _Server:
         op = request.get("op")
         obj = self.target(request)
         if op == Op.CALL:
-            args = self.value(request["args"])
-            kwargs = self.value(request["kwargs"])
+            args, kwargs = self.value(request["args"]), self.value(request["kwargs"])
             grad = request.get("grad")
             if grad is not None:
                 grad = {**grad, "grad_output": self.value(grad.get("grad_output"))}
-            with (
-                self.standing_in(request.get("stand_ins") or ()),
-                time_limit(request.get("seconds")),
-            ):
-                out, grads = call(
-                    obj, request.get("method"), args, kwargs, request.get("seed"), grad
-                )
+            method, seed, seconds = (request.get(key) for key in ("method", "seed", "seconds"))
+            with self.standing_in(request.get("stand_ins") or ()), time_limit(seconds):
+                out, grads = call(obj, method, args, kwargs, seed, grad)
             return {"value": encode(out, self.keep), "grads": encode(grads)}
         if op == Op.GET:
             return {"value": encode(getattr(obj, request["name"]), self.keep)}
@@ -345,13 +337,13 @@ class _Server:
             return {"value": encode(describe(obj))}
         if op == Op.LOAD_STATE:
             load_state(obj, self.value(request["state"]), bool(request.get("strict", True)))
-            return {"value": None}
-        if op == Op.TO:
+        elif op == Op.TO:
             device = protocol.device(str(request.get("device") or "cpu"))
             dtype = request.get("dtype")
             obj.to(device=device, dtype=protocol.DTYPES[dtype] if dtype else None)
-            return {"value": None}
-        raise ProtocolError(f"unknown op {op!r}")
+        else:
+            raise ProtocolError(f"unknown op {op!r}")
+        return {"value": None}
 
     def serve(self) -> None:
         while True:
@@ -433,25 +425,17 @@ def _clean_sandbox(before: set[str]) -> None:
         if not strays:
             break
         for pid in strays:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        try:
+        with contextlib.suppress(ChildProcessError):
             while os.waitpid(-1, os.WNOHANG)[0]:
                 pass
-        except ChildProcessError:
-            pass
-    for path in sorted(_tree(WRITABLE) - before, key=len):
-        if not os.path.lexists(path):
-            continue  # inside a folder removed a moment ago
+    for path in sorted(_tree(WRITABLE) - before, key=len):  # a path may be gone with its folder
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)
-        else:
-            try:
+        elif os.path.lexists(path):
+            with contextlib.suppress(OSError):
                 os.unlink(path)
-            except OSError:
-                pass
 
 
 def serve_forks(control: protocol.Channel, data_in: int, data_out: int) -> None:
