@@ -83,14 +83,12 @@ class ForkServer:
 
     def __init__(self, options: Options) -> None:
         self.options = options
-        self.workdir = tempfile.mkdtemp(prefix="sandbox-")
+        workdir = self.workdir = tempfile.mkdtemp(prefix="sandbox-")
         to_child, from_judge = os.pipe()
         to_judge, from_child = os.pipe()
         cmd = [*runner_command(), "--control", str(to_child), str(from_child)]
         if options.sandboxed:
-            cmd = bwrap_argv(
-                cmd, workdir=self.workdir, hidden=options.hidden, limits=options.limits
-            )
+            cmd = bwrap_argv(cmd, workdir=workdir, hidden=options.hidden, limits=options.limits)
             env = None
         else:
             cmd = [cmd[0], "-I", str(runner.__file__), *cmd[3:]]
@@ -100,7 +98,7 @@ class ForkServer:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            cwd=self.workdir,
+            cwd=workdir,
             env=env,
             pass_fds=(to_child, from_child),
             start_new_session=True,
@@ -236,12 +234,9 @@ class Session:
     def close(self) -> None:
         """End this student's process; the fork server is clean for the next student."""
         server, self.server = self.server, None
-        if server is None:
-            return
-        try:
-            server.end_child()
-        except _Lost:
-            pass  # it was killed, with the fork server; the next student gets a new one
+        with contextlib.suppress(_Lost):  # killed, with the fork server: the next gets a new one
+            if server is not None:
+                server.end_child()
 
     def _receive(self, deadline: float) -> dict:
         kind, frame = self.server.receive(deadline)
@@ -252,6 +247,7 @@ class Session:
 
     def start(self) -> None:
         """Fork a process and run every cell not skipped; a cell that ends it is skipped."""
+        options = self.options
         while True:
             self.close()
             if self.starts >= MAX_STARTS:
@@ -260,27 +256,25 @@ class Session:
             current = None
             try:
                 started = time.perf_counter()
-                self.server = fork_server(self.options)
+                self.server = fork_server(options)
                 self.server.fork()
                 self._time("sandbox start", started)
                 started = time.perf_counter()
                 todo = [(i, src) for i, src in self.cells if i not in self.run.skipped]
-                self.server.send(
-                    {"op": Op.RUN, "cells": todo, "seconds": self.options.cell_seconds}
-                )
-                deadline = time.monotonic() + self.options.start_seconds
+                self.server.send({"op": Op.RUN, "cells": todo, "seconds": options.cell_seconds})
+                deadline = time.monotonic() + options.start_seconds
                 while True:
                     frame = self._receive(deadline)
                     event = frame.get("event")
                     if event == Event.CELL:
                         current = int(frame["index"])
-                        deadline = time.monotonic() + self.options.cell_seconds + GRACE
+                        deadline = time.monotonic() + options.cell_seconds + GRACE
                     elif event == Event.CELL_DONE:
                         outputs = frame.get("outputs")
                         if type(outputs) is list:
                             self.run.outputs[int(frame["index"])] = _clean_outputs(outputs)
                         current = None
-                        deadline = time.monotonic() + self.options.start_seconds
+                        deadline = time.monotonic() + options.start_seconds
                     elif event == Event.READY:
                         names = frame.get("names")
                         if type(names) is dict:
@@ -442,8 +436,7 @@ class RemoteSubject(Subject):
 
     @contextlib.contextmanager
     def standing_in(self, stand_ins: Mapping[str, Callable]):
-        saved = self.session.stand_ins
-        self.session.stand_ins = dict(stand_ins)
+        saved, self.session.stand_ins = self.session.stand_ins, dict(stand_ins)
         try:
             yield
         finally:

@@ -1,18 +1,17 @@
 """The sandboxed side of grading: run one student's notebook, then answer calls on what it defined.
 
-This file and ``protocol.py`` are the only code of the course in the sandbox, started as ``python
--I /grader/runner.py --control IN OUT``: a fork server (:func:`serve_forks`) that imports torch
-once and forks a fresh process for each student. It never sees a check, a reference or a hidden
-test: it runs the cells it is sent, calls the student's code on inputs the judge chose, and sends
-the results back as data. :func:`call`, :func:`describe` and :func:`load_state` also serve
-in-process checks (``autograder.toolkit.LocalSubject``): a check sees one behaviour either way.
+In the sandbox (beside ``protocol.py``, the only other code of the course there) it never sees a
+check, a reference or a hidden test. :func:`call`, :func:`describe` and :func:`load_state` serve
+in-process checks too (``autograder.toolkit.LocalSubject``): a check sees one behaviour either way.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import linecache
 import os
+import shutil
 import signal
 import sys
 import traceback
@@ -97,8 +96,7 @@ def seeded(seed: int | None):
 
 
 def requiring_grad(value, flags=None) -> list[torch.Tensor]:
-    """The floating-point tensors in `value` (with `flags`, those whose flag is true), each now
-    requiring grad."""
+    """The floating-point tensors in `value` (those flagged, with `flags`), now requiring grad."""
     leaves = tensor_leaves(value)
     flags = [True] * len(leaves) if flags is None else flags
     marked = zip(leaves, flags, strict=False)
@@ -142,11 +140,7 @@ def call(obj, method: str | None, args: tuple, kwargs: dict, seed=None, grad=Non
 
 
 def describe(obj) -> dict:
-    """What a check may know of an object: its type, and for a module its parts and its state.
-
-    Example: describe(nn.Linear(2, 3)) -> {"type": "Linear", "modules": {"": "Linear"},
-    "state": {"weight": (3, 2) tensor, "bias": (3,) tensor}}
-    """
+    """What a check may know of an object: its type, and for a module its parts and its state."""
     out = {"type": type(obj).__name__, "modules": {}, "state": {}}
     if isinstance(obj, torch.nn.Module):
         out["modules"] = {name: type(m).__name__ for name, m in obj.named_modules()}
@@ -182,7 +176,7 @@ class _Server:
         self.handles: dict[int, int] = {}  # id(object) -> handle
         self.bridges: dict[str, object] = {}  # name -> the stand-in that asks the judge
         self.shell = None
-        self.namespace: dict = {}
+        self.namespace: dict = {}  # the shell's, once the cells run
         self.cells: dict[str, int] = {}  # IPython's code name of a cell -> its index
         self.index = -1  # the cell running now
 
@@ -199,24 +193,11 @@ class _Server:
     def value(self, enc):
         return decode(enc, self.resolve, protocol.device)
 
-    def start_shell(self) -> None:
-        from IPython.core.interactiveshell import InteractiveShell
-
-        shell = InteractiveShell.instance()
-        shell.enable_gui = lambda gui=None: None  # %matplotlib inline: no kernel, no GUI here
-        shell.showtraceback = lambda *a, **k: None  # the error is reported as an output instead
-        shell.showsyntaxerror = lambda *a, **k: None
-        self.shell = shell
-        self.namespace = shell.user_ns
-
     def run_cell(self, source: str, seconds) -> list[dict]:
-        import linecache
-        from contextlib import redirect_stderr, redirect_stdout
-
         out, err = io.StringIO(), io.StringIO()
         outputs, error = [], None
         known = set(linecache.cache)
-        with redirect_stdout(out), redirect_stderr(err):
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 with time_limit(seconds):
                     result = self.shell.run_cell(source, store_history=False)
@@ -240,7 +221,13 @@ class _Server:
         return outputs
 
     def run(self, request: dict) -> None:
-        self.start_shell()
+        from IPython.core.interactiveshell import InteractiveShell
+
+        shell = self.shell = InteractiveShell.instance()
+        shell.enable_gui = lambda gui=None: None  # %matplotlib inline: no kernel, no GUI here
+        shell.showtraceback = lambda *a, **k: None  # the error is reported as an output instead
+        shell.showsyntaxerror = lambda *a, **k: None
+        self.namespace = shell.user_ns
         cells = request.get("cells")
         if type(cells) is not list:
             raise ProtocolError("run needs a list of cells")
@@ -250,11 +237,8 @@ class _Server:
             self.channel.write({"event": Event.CELL, "index": int(index)})
             outputs = self.run_cell(str(source), seconds)
             self.channel.write({"event": Event.CELL_DONE, "index": int(index), "outputs": outputs})
-        names = {
-            name: type(value).__name__
-            for name, value in list(self.namespace.items())
-            if isinstance(name, str) and not name.startswith("_")
-        }
+        public = [(k, v) for k, v in list(self.namespace.items()) if isinstance(k, str)]
+        names = {k: type(v).__name__ for k, v in public if not k.startswith("_")}
         self.channel.write({"event": Event.READY, "names": names})
 
     def stand_in(self, name: str):
@@ -409,14 +393,9 @@ def _warm_up() -> None:
 
 def _clean_sandbox(before: set[str]) -> None:
     """After a student's process: kill everything it left running, and remove every file and
-    folder that was not in the writable folders when the sandbox started (`before`), so that the
-    next student meets none of it.
-
-    Only inside the sandbox, where this process and its children are all there is of the PID
-    namespace and the folders are the sandbox's own: outside, it would be a disaster.
+    folder not in the writable folders when the sandbox started (`before`). Only inside the
+    sandbox, where this process tree is the whole PID namespace: outside, it would be a disaster.
     """
-    import shutil
-
     if os.path.abspath(__file__) != IN_SANDBOX or os.getcwd() != "/sandbox":
         raise RuntimeError("refusing to clean up outside the sandbox")
     me = os.getpid()
