@@ -77,12 +77,10 @@ class _Lost(Exception):
 
 
 class ForkServer:
-    """One sandbox per grading worker (``runner.serve_forks``), seen from the judge: the data
-    channel on its stdin and stdout, the control channel on a pipe pair. A student's process that
-    does not stop in time takes the fork server with it."""
+    """A grading worker's sandbox (``runner.serve_forks``): data on its stdin and stdout, control
+    on a pipe pair. A student's process that does not stop in time takes it down with it."""
 
     def __init__(self, options: Options) -> None:
-        self.options = options
         workdir = self.workdir = tempfile.mkdtemp(prefix="sandbox-")
         to_child, from_judge = os.pipe()
         to_judge, from_child = os.pipe()
@@ -219,15 +217,15 @@ def fork_server(options: Options) -> ForkServer:
 class Session:
     """A submission's process (forked again as needed), and the stand-ins of the current check."""
 
-    def __init__(self, cells: list[tuple[int, str]], options: Options) -> None:
+    def __init__(self, cells: list[tuple[int, str]], options: Options, parts: tuple) -> None:
         self.cells = cells
         self.options = options
+        self.parts = parts  # the chapter's parts being judged
         self.run = NotebookRun()
         self.server: ForkServer | None = None  # while a process of this student's is alive
         self.starts = 0
         self.stand_ins: Mapping[str, Callable] = {}
         self.deadline = 0.0
-        self.parts: tuple = ()  # the chapter's parts being judged
         # name -> why the student's own is replaced (None: it passed every check of it)
         self.verdicts: dict[str, str | None] = {}
 
@@ -383,16 +381,10 @@ class RemoteSubject(Subject):
             raise CheckFailed(f"{self.label}: the result could not be read ({exc}).") from None
 
     def invoke(self, method, args, kwargs, *, seed=None, grad=None):
-        message = {
-            "op": Op.CALL,
-            "method": method,
-            "args": protocol.encode(tuple(args), self._keep),
-            "kwargs": protocol.encode(dict(kwargs), self._keep),
-            "seed": seed,
-        }
+        args, kwargs = (protocol.encode(x, self._keep) for x in (tuple(args), dict(kwargs)))
+        message = {"op": Op.CALL, "method": method, "args": args, "kwargs": kwargs, "seed": seed}
         if grad is not None:
-            g = grad.get("grad_output")
-            message["grad"] = {**grad, "grad_output": None if g is None else protocol.encode(g)}
+            message["grad"] = {**grad, "grad_output": protocol.encode(grad.get("grad_output"))}
         reply = self._ask(message)
         out = self._value(reply.get("value"))
         if grad is None:
@@ -448,8 +440,7 @@ def judge_notebook(
 ) -> NotebookRun:
     """Run `cells` ((index, source) pairs) in the sandbox, then check every part of `parts`
     (``autograder.chapters.Part``); never raises for anything the student's code does."""
-    session = Session(cells, options)
-    session.parts = tuple(parts)
+    session = Session(cells, options, tuple(parts))
     threads = torch.get_num_threads()
     torch.set_num_threads(options.threads)
     try:

@@ -15,7 +15,7 @@ Messages (``Op`` judge -> runner, ``Event`` runner -> judge)
     control channel:
         ``fork``                        the fork server forks a fresh process for the next student
         ``ready``                       the fork server has started (torch imported and warm)
-        ``ended``, ``status``           the student's process has ended (its wait status) and the
+        ``ended``, ``status``           the student's process has ended (its wait status); the
                                         sandbox is clean again: no process, no file left behind
     data channel, running the notebook:
         ``run``, ``cells``, ``seconds`` run each (index, source) cell under a time limit
@@ -24,8 +24,7 @@ Messages (``Op`` judge -> runner, ``Event`` runner -> judge)
         ``ready``, ``names``            every cell has run: {name: type name} of the namespace
     data channel, calls (one reply each; ``target`` is ("name", str) or ("handle", id)):
         ``call``, ``method``, ``args``, ``kwargs``, ``seed``, ``grad``, ``seconds``, ``stand_ins``
-                                        call the target (or its method); with ``grad``, the
-                                        gradients come back as data beside the value
+                                        call the target (or its method); ``grad``: gradients too
         ``get``, ``name``               an attribute of the target
         ``describe``                    the target's type, and a module's submodules and state
         ``load_state``, ``state``, ``strict``  the target module's load_state_dict
@@ -33,12 +32,10 @@ Messages (``Op`` judge -> runner, ``Event`` runner -> judge)
         reply: ``{"ok": True, "value"[, "grads"]}`` or ``{"ok": False, "error": {"type",
                                         "message"[, "where"]}}``
         ``stand_in``, ``name``, ``args``, ``kwargs``, ``grad``[, ``requires_grad``]
-                                        (event, during a call) the student's code called an
-                                        earlier part that the reference stands in for; the judge
-                                        answers ``{"ok", "value" | "error"}``: the reference's
-                                        value, or with ``grad`` its vector-Jacobian product
-        ``exit``                        the student's process ends (the fork server then says
-                                        ``ended`` on the control channel)
+                                        (event, during a call) the student's code called a part
+                                        the reference stands in for; the judge answers ``{"ok",
+                                        "value" | "error"}``: its value, or with ``grad`` its VJP
+        ``exit``                        the student's process ends (then ``ended``, on control)
 
 Values
     Tagged trees (:func:`encode`, :func:`decode`): scalars (None, bool, int, float, str) as
@@ -213,11 +210,7 @@ class FrameBuffer:
 
 
 def encode(value, keep=None, _state=None, _depth: int = 0):
-    """The tagged tree of `value`; objects that are not plain data go through keep(obj) -> id.
-
-    Example: encode((torch.ones(1), {("a", 1): 2}, torch.float64)) ->
-        ("U", [("T", tensor([1.]), "cpu"), ("D", [(("U", ["a", 1]), 2)]), ("Y", "float64")])
-    """
+    """The tagged tree of `value`; objects that are not plain data go through keep(obj) -> id."""
     state = _state if _state is not None else [0]
     state[0] += 1
     if state[0] > MAX_ITEMS or _depth > MAX_DEPTH:

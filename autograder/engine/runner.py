@@ -114,10 +114,9 @@ def vjp(out: torch.Tensor, grad_output, wrt: list) -> tuple:
 def call(obj, method: str | None, args: tuple, kwargs: dict, seed=None, grad=None):
     """obj(*args, **kwargs), or obj.<method>(...): returns (output, gradients or None).
 
-    With grad = {"inputs": bool, "params": bool, "grad_output": tensor or None}, every
-    floating-point tensor in the arguments (when "inputs") and every parameter of obj (when
-    "params") requires grad, and the gradients of <output, grad_output> (grad_output defaults to
-    ones) come back as {"inputs": [grad or None, ...], "params": {name: grad or None}}.
+    With grad = {"inputs": bool, "params": bool, "grad_output": tensor or None}, the gradients of
+    <output, grad_output> with respect to the floating-point arguments (when "inputs") and obj's
+    parameters (when "params"): {"inputs": [grad or None, ...], "params": {name: grad or None}}.
     """
     fn = obj if method is None else getattr(obj, method)
     if grad is None:
@@ -178,7 +177,6 @@ class _Server:
         self.shell = None
         self.namespace: dict = {}  # the shell's, once the cells run
         self.cells: dict[str, int] = {}  # IPython's code name of a cell -> its index
-        self.index = -1  # the cell running now
 
     def keep(self, obj) -> int:
         key = self.handles.setdefault(id(obj), len(self.objects) + 1)
@@ -193,7 +191,7 @@ class _Server:
     def value(self, enc):
         return decode(enc, self.resolve, protocol.device)
 
-    def run_cell(self, source: str, seconds) -> list[dict]:
+    def run_cell(self, index: int, source: str, seconds) -> list[dict]:
         out, err = io.StringIO(), io.StringIO()
         outputs, error = [], None
         known = set(linecache.cache)
@@ -206,7 +204,7 @@ class _Server:
                 error = exc
         # IPython caches each cell's source under a code name of its own: remember which
         # cell it was, so that an error raised later in a function defined here can say where.
-        self.cells.update(dict.fromkeys(set(linecache.cache) - known, self.index))
+        self.cells.update(dict.fromkeys(set(linecache.cache) - known, index))
         for name, stream in (("stdout", out), ("stderr", err)):
             text = stream.getvalue()
             if len(text) > MAX_TEXT:
@@ -231,11 +229,9 @@ class _Server:
         cells = request.get("cells")
         if type(cells) is not list:
             raise ProtocolError("run needs a list of cells")
-        seconds = request.get("seconds")
         for index, source in cells:
-            self.index = int(index)
             self.channel.write({"event": Event.CELL, "index": int(index)})
-            outputs = self.run_cell(str(source), seconds)
+            outputs = self.run_cell(int(index), str(source), request.get("seconds"))
             self.channel.write({"event": Event.CELL_DONE, "index": int(index), "outputs": outputs})
         public = [(k, v) for k, v in list(self.namespace.items()) if isinstance(k, str)]
         names = {k: type(v).__name__ for k, v in public if not k.startswith("_")}
