@@ -1,8 +1,7 @@
 """The trusted side of grading (the whole flow: ``engine/__init__.py``): :func:`judge_notebook`.
 
-A process that ends (``os._exit``, a crash, a memory limit) or is killed past its time limit is
-started again: during the cells, without the cell that ended it; during a check, for the next part
-(the part it was in fails, saying why).
+A process lost during a check (it ended, or ran past its time limit) fails that part, saying why,
+and is started again for the next.
 """
 
 from __future__ import annotations
@@ -165,10 +164,8 @@ class ForkServer:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise self._lost("it ran past its time limit and was stopped")
-            pipes = [self.proc.stdout, self.control_in]
-            if not self.proc.stderr.closed:
-                pipes.append(self.proc.stderr)
-            ready, _, _ = select.select(pipes, [], [], left)
+            pipes = (self.proc.stdout, self.control_in, self.proc.stderr)
+            ready, _, _ = select.select([p for p in pipes if not p.closed], [], [], left)
             for pipe in ready:
                 chunk = os.read(pipe.fileno(), 1 << 20)
                 if pipe is self.proc.stderr:  # read so the pipe never fills; nothing is kept
@@ -298,12 +295,9 @@ class Session:
         seconds = max(0.1, self.deadline - time.monotonic())
         try:
             self.server.send({**message, "seconds": seconds, "stand_ins": list(self.stand_ins)})
-            while True:
-                frame = self._receive(self.deadline + GRACE)
-                if frame.get("event") == Event.STAND_IN:
-                    self.server.send(self._stand_in(frame))
-                    continue
-                return frame
+            while (frame := self._receive(self.deadline + GRACE)).get("event") == Event.STAND_IN:
+                self.server.send(self._stand_in(frame))
+            return frame
         except _Lost as lost:
             self.server = None
             raise GradingAborted(str(lost)) from None

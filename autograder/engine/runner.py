@@ -446,13 +446,11 @@ def serve_forks(control: protocol.Channel, data_in: int, data_out: int) -> None:
 def main() -> None:
     # The data channel moves to private descriptors; what the student's code prints to fd 1 (or
     # reads from fd 0) then cannot reach it. A forged frame would only feed its own grading.
-    # The control channel (``--control IN OUT``) belongs to the fork server alone: each
-    # student's process closes it before any of the student's code runs.
+    # Each student's process closes the control channel before any of its code runs.
     if len(sys.argv) != 4 or sys.argv[1] != "--control":
         raise SystemExit("usage: runner.py --control IN OUT (the judge starts it)")
     fd_in, fd_out = os.dup(0), os.dup(1)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     os.dup2(2, 1)
     serve_forks(protocol.Channel(int(sys.argv[2]), int(sys.argv[3])), fd_in, fd_out)
 
