@@ -90,18 +90,13 @@ class ForkServer:
         else:
             cmd = [cmd[0], "-I", str(runner.__file__), *cmd[3:]]
             env = {**os.environ, "MPLBACKEND": "agg", "OMP_NUM_THREADS": "1"}
+        fds = (to_child, from_child)  # the fork server's ends of the control channel
+        pipes = dict.fromkeys(("stdin", "stdout", "stderr"), subprocess.PIPE)
         self.proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=workdir,
-            env=env,
-            pass_fds=(to_child, from_child),
-            start_new_session=True,
+            cmd, **pipes, cwd=workdir, env=env, pass_fds=fds, start_new_session=True
         )
-        os.close(to_child)
-        os.close(from_child)
+        for fd in fds:
+            os.close(fd)
         self.control_out = os.fdopen(from_judge, "wb", buffering=0)
         self.control_in = os.fdopen(to_judge, "rb", buffering=0)
         self.data = protocol.FrameBuffer(self.proc.stdout.fileno())
@@ -137,7 +132,7 @@ class ForkServer:
 
     def fork(self) -> None:
         """A fresh process for the next student, on the data channel."""
-        self.data.drain()  # what an earlier student's process left: no one reads it
+        protocol.drain(self.data.fd)  # what an earlier student's process left: no one reads it
         self.data.buffer = b""
         self._write(self.control_out, {"op": Op.FORK})
         self.child = True
@@ -151,7 +146,7 @@ class ForkServer:
             if self.control.complete():
                 # "ended" comes once the student's process is gone: what it wrote before is in
                 # the data pipe already, and comes first.
-                self.data.drain()
+                self.data.buffer += protocol.drain(self.data.fd)
             for kind, frames in (("data", self.data), ("control", self.control)):
                 try:
                     frame = frames.next()
@@ -177,14 +172,13 @@ class ForkServer:
                     (self.control if pipe is self.control_in else self.data).buffer += chunk
 
     def end_child(self) -> None:
-        """Ask the student's process to end and wait until the sandbox is clean again."""
-        if not self.child:
-            return
-        self.send({"op": Op.EXIT})
-        deadline = time.monotonic() + GRACE
-        while self.child:
-            self.receive(deadline)
-        self.data.buffer = b""
+        """Ask the student's process to end and wait until the sandbox is clean again (what it
+        left in the data pipe, the next fork drops)."""
+        if self.child:
+            self.send({"op": Op.EXIT})
+            deadline = time.monotonic() + GRACE
+            while self.child:
+                self.receive(deadline)
 
 
 def _ended(code: int | None) -> str:
@@ -480,7 +474,6 @@ def _judge_part(session: Session, part) -> PartVerdict:
     except GradingAborted as exc:
         return PartVerdict(part.grade_id, False, f"{part.name}: {exc}")
     except Exception as exc:  # the check itself broke on what came back: say so, never crash
-        return PartVerdict(
-            part.grade_id, False, f"{part.name} could not be checked ({type(exc).__name__}: {exc})"
-        )
+        why = f"{part.name} could not be checked ({type(exc).__name__}: {exc})"
+        return PartVerdict(part.grade_id, False, why)
     return PartVerdict(part.grade_id, True)

@@ -3,13 +3,11 @@
 Both sides import it: the runner (in the sandbox) as the file beside it, ``/grader/protocol.py``;
 so it imports the standard library and torch only.
 
-Channels
+Channels and frames
     **data**: the judge and one student's process (the runner's stdin and stdout, moved to private
-    descriptors). **control**: the judge and the fork server alone.
-
-Frames
-    An 8-byte big-endian length, then a pickle of a dict of plain data, read by an unpickler that
-    refuses every class and function. Requests carry ``"op"``, events ``"event"``, replies ``"ok"``.
+    descriptors); **control**: the judge and the fork server alone. A frame is an 8-byte big-endian
+    length, then a pickle of a dict of plain data, read by an unpickler that refuses every class
+    and function. Requests carry ``"op"``, events ``"event"``, replies ``"ok"``.
 
 Messages (``Op`` judge -> runner, ``Event`` runner -> judge)
     control channel:
@@ -188,9 +186,6 @@ class FrameBuffer:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.buffer = b""
-
-    def drain(self) -> None:
-        self.buffer += drain(self.fd)
 
     def complete(self) -> bool:
         """Whether a whole frame (or a header announcing too large a one) is waiting."""

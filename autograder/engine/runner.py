@@ -39,8 +39,7 @@ class TimeLimit(BaseException):
 
 @contextlib.contextmanager
 def time_limit(seconds):
-    """Raise TimeLimit in the block after `seconds` (None: no limit). The judge kills the process
-    if the student's code catches it and goes on."""
+    """Raise TimeLimit in the block after `seconds` (None: no limit)."""
     if not seconds:
         yield
         return
@@ -79,9 +78,6 @@ def map_leaves(value, fn):
     if isinstance(value, dict):
         return {k: map_leaves(v, fn) for k, v in value.items()}
     return value
-
-
-# Calls on the student's objects (used in the sandbox and by in-process checks alike)
 
 
 @contextlib.contextmanager
@@ -156,8 +152,7 @@ def load_state(obj, state: dict, strict: bool) -> None:
 
 
 def _error(exc: BaseException, cells: dict | None = None) -> dict:
-    """An exception as data; with `cells` ({code name: cell index}), also where in the
-    student's cells it was raised: the innermost frame of theirs."""
+    """An exception as data; with `cells` ({code name: cell index}), where it was raised."""
     out = {"type": type(exc).__name__, "message": str(exc)[:2000]}
     frames = reversed(traceback.extract_tb(exc.__traceback__) if cells else [])
     if frame := next((f for f in frames if f.filename in cells), None):
@@ -366,8 +361,8 @@ def _tree(roots) -> set[str]:
 
 
 def _not_dumpable() -> None:
-    """Keep every other process out of this one's memory and file descriptors (/proc/PID/fd):
-    with no capabilities, only a dumpable process can be read or traced by another."""
+    """Keep other processes out of this one's memory and descriptors: with no capabilities, only
+    a dumpable process can be read (/proc/PID/fd) or traced by another."""
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
@@ -414,8 +409,7 @@ def _clean_sandbox(before: set[str]) -> None:
 
 
 def serve_forks(control: protocol.Channel, data_in: int, data_out: int) -> None:
-    """Wait for "fork" on the control channel; each fork serves one student on the data channel
-    and the control channel says when it has ended and the sandbox is clean again."""
+    """The fork server: a fresh process for each ``fork``; ``ended`` once the sandbox is clean."""
     _not_dumpable()
     _warm_up()
     sandboxed = os.path.abspath(__file__) == IN_SANDBOX

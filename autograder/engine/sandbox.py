@@ -58,11 +58,6 @@ def _python_roots() -> list[str]:
     return sorted(r for r in roots if os.path.isdir(r))
 
 
-def _contains(folder: str, path: str) -> bool:
-    folder, path = os.path.realpath(folder), os.path.realpath(path)
-    return os.path.commonpath([folder, path]) == folder
-
-
 def bwrap_argv(
     cmd: list[str],
     *,
@@ -83,8 +78,9 @@ def bwrap_argv(
             mounts.append(path)
     mounts += _python_roots()
     for path in mounts:
+        real = os.path.realpath(path)
         for secret in hidden:
-            if _contains(path, secret):
+            if os.path.commonpath([real, os.path.realpath(secret)]) == real:
                 raise SandboxUnavailable(
                     f"the sandbox would have to show {path}, which holds {secret}; keep the "
                     "course and its grading folder outside the system and Python folders"
