@@ -155,7 +155,7 @@ def _error(exc: BaseException, cells: dict | None = None) -> dict:
     """An exception as data; with `cells` ({code name: cell index}), where it was raised."""
     out = {"type": type(exc).__name__, "message": str(exc)[:2000]}
     frames = reversed(traceback.extract_tb(exc.__traceback__) if cells else [])
-    if frame := next((f for f in frames if f.filename in cells), None):
+    if (frame := next((f for f in frames if f.filename in cells), None)) is not None:
         code = (frame.line or "").strip()[:300]
         out["where"] = f"cell {cells[frame.filename] + 1}, line {frame.lineno}: {code}"
     return out
