@@ -1,12 +1,7 @@
-"""The trusted side of grading: run a notebook in the sandboxed runner, then judge each part.
+"""The trusted side of grading (the whole flow: ``engine/__init__.py``): :func:`judge_notebook`.
 
-:func:`judge_notebook` is one submission's grading (the whole flow: ``engine/__init__.py``). Each
-part's check runs *here*, on a :class:`RemoteSubject` whose calls the runner answers with data;
-this process never runs, imports or unpickles anything of the student's.
-
-A process that ends (``os._exit``, a crash, a memory limit) or is killed past its time limit is
-started again: during the cells, without the cell that ended it; during a check, for the next part
-(the part it was in fails, saying why).
+A process lost during a check (it ended, or ran past its time limit) fails that part, saying why,
+and is started again for the next.
 """
 
 from __future__ import annotations
@@ -81,36 +76,27 @@ class _Lost(Exception):
 
 
 class ForkServer:
-    """One sandbox per grading worker (``runner.serve_forks``), seen from the judge: the data
-    channel on its stdin and stdout, the control channel on a pipe pair. A student's process that
-    does not stop in time takes the fork server with it."""
+    """A grading worker's sandbox (``runner.serve_forks``): data on its stdin and stdout, control
+    on a pipe pair. A student's process that does not stop in time takes it down with it."""
 
     def __init__(self, options: Options) -> None:
-        self.options = options
-        self.workdir = tempfile.mkdtemp(prefix="sandbox-")
+        workdir = self.workdir = tempfile.mkdtemp(prefix="sandbox-")
         to_child, from_judge = os.pipe()
         to_judge, from_child = os.pipe()
         cmd = [*runner_command(), "--control", str(to_child), str(from_child)]
         if options.sandboxed:
-            cmd = bwrap_argv(
-                cmd, workdir=self.workdir, hidden=options.hidden, limits=options.limits
-            )
+            cmd = bwrap_argv(cmd, workdir=workdir, hidden=options.hidden, limits=options.limits)
             env = None
         else:
             cmd = [cmd[0], "-I", str(runner.__file__), *cmd[3:]]
             env = {**os.environ, "MPLBACKEND": "agg", "OMP_NUM_THREADS": "1"}
+        fds = (to_child, from_child)  # the fork server's ends of the control channel
+        pipes = dict.fromkeys(("stdin", "stdout", "stderr"), subprocess.PIPE)
         self.proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=self.workdir,
-            env=env,
-            pass_fds=(to_child, from_child),
-            start_new_session=True,
+            cmd, **pipes, cwd=workdir, env=env, pass_fds=fds, start_new_session=True
         )
-        os.close(to_child)
-        os.close(from_child)
+        for fd in fds:
+            os.close(fd)
         self.control_out = os.fdopen(from_judge, "wb", buffering=0)
         self.control_in = os.fdopen(to_judge, "rb", buffering=0)
         self.data = protocol.FrameBuffer(self.proc.stdout.fileno())
@@ -119,8 +105,11 @@ class ForkServer:
         self.alive = True
         kind, frame = self.receive(time.monotonic() + options.start_seconds)
         if kind != "control" or frame.get("event") != Event.READY:
-            self.kill()
-            raise _Lost("the grading process did not start")
+            raise self._lost("the grading process did not start")
+
+    def _lost(self, why: str) -> _Lost:
+        self.kill()
+        return _Lost(why)
 
     def kill(self) -> None:
         self.alive = self.child = False
@@ -139,12 +128,11 @@ class ForkServer:
             pipe.write(protocol.pack(message))
             pipe.flush()
         except (BrokenPipeError, OSError, ValueError):
-            self.kill()
-            raise _Lost("the grading process ended") from None
+            raise self._lost("the grading process ended") from None
 
     def fork(self) -> None:
         """A fresh process for the next student, on the data channel."""
-        self.data.drain()  # what an earlier student's process left: no one reads it
+        protocol.drain(self.data.fd)  # what an earlier student's process left: no one reads it
         self.data.buffer = b""
         self._write(self.control_out, {"op": Op.FORK})
         self.child = True
@@ -158,47 +146,39 @@ class ForkServer:
             if self.control.complete():
                 # "ended" comes once the student's process is gone: what it wrote before is in
                 # the data pipe already, and comes first.
-                self.data.drain()
+                self.data.buffer += protocol.drain(self.data.fd)
             for kind, frames in (("data", self.data), ("control", self.control)):
                 try:
                     frame = frames.next()
                 except protocol.ProtocolError as exc:
-                    self.kill()
-                    raise _Lost(str(exc)) from None
+                    raise self._lost(str(exc)) from None
                 if frame is not None:
                     if kind == "control" and frame.get("event") == Event.ENDED:
                         self.child = False
                     return kind, frame
             left = deadline - time.monotonic()
             if left <= 0:
-                self.kill()
-                raise _Lost("it ran past its time limit and was stopped")
-            pipes = [self.proc.stdout, self.control_in]
-            if not self.proc.stderr.closed:
-                pipes.append(self.proc.stderr)
-            ready, _, _ = select.select(pipes, [], [], left)
+                raise self._lost("it ran past its time limit and was stopped")
+            pipes = (self.proc.stdout, self.control_in, self.proc.stderr)
+            ready, _, _ = select.select([p for p in pipes if not p.closed], [], [], left)
             for pipe in ready:
                 chunk = os.read(pipe.fileno(), 1 << 20)
                 if pipe is self.proc.stderr:  # read so the pipe never fills; nothing is kept
                     if not chunk:
                         pipe.close()
-                    continue
-                if chunk:
-                    (self.control if pipe is self.control_in else self.data).buffer += chunk
+                elif not chunk:
+                    raise self._lost(_ended(self.proc.wait()))
                 else:
-                    code = self.proc.wait()
-                    self.kill()
-                    raise _Lost(_ended(code))
+                    (self.control if pipe is self.control_in else self.data).buffer += chunk
 
     def end_child(self) -> None:
-        """Ask the student's process to end and wait until the sandbox is clean again."""
-        if not self.child:
-            return
-        self.send({"op": Op.EXIT})
-        deadline = time.monotonic() + GRACE
-        while self.child:
-            self.receive(deadline)
-        self.data.buffer = b""
+        """Ask the student's process to end and wait until the sandbox is clean again (what it
+        left in the data pipe, the next fork drops)."""
+        if self.child:
+            self.send({"op": Op.EXIT})
+            deadline = time.monotonic() + GRACE
+            while self.child:
+                self.receive(deadline)
 
 
 def _ended(code: int | None) -> str:
@@ -228,27 +208,24 @@ def fork_server(options: Options) -> ForkServer:
 class Session:
     """A submission's process (forked again as needed), and the stand-ins of the current check."""
 
-    def __init__(self, cells: list[tuple[int, str]], options: Options) -> None:
+    def __init__(self, cells: list[tuple[int, str]], options: Options, parts: tuple) -> None:
         self.cells = cells
         self.options = options
+        self.parts = parts  # the chapter's parts being judged
         self.run = NotebookRun()
         self.server: ForkServer | None = None  # while a process of this student's is alive
         self.starts = 0
         self.stand_ins: Mapping[str, Callable] = {}
         self.deadline = 0.0
-        self.parts: tuple = ()  # the chapter's parts being judged
         # name -> why the student's own is replaced (None: it passed every check of it)
         self.verdicts: dict[str, str | None] = {}
 
     def close(self) -> None:
         """End this student's process; the fork server is clean for the next student."""
         server, self.server = self.server, None
-        if server is None:
-            return
-        try:
-            server.end_child()
-        except _Lost:
-            pass  # it was killed, with the fork server; the next student gets a new one
+        with contextlib.suppress(_Lost):  # killed, with the fork server: the next gets a new one
+            if server is not None:
+                server.end_child()
 
     def _receive(self, deadline: float) -> dict:
         kind, frame = self.server.receive(deadline)
@@ -259,6 +236,7 @@ class Session:
 
     def start(self) -> None:
         """Fork a process and run every cell not skipped; a cell that ends it is skipped."""
+        options = self.options
         while True:
             self.close()
             if self.starts >= MAX_STARTS:
@@ -267,27 +245,25 @@ class Session:
             current = None
             try:
                 started = time.perf_counter()
-                self.server = fork_server(self.options)
+                self.server = fork_server(options)
                 self.server.fork()
                 self._time("sandbox start", started)
                 started = time.perf_counter()
                 todo = [(i, src) for i, src in self.cells if i not in self.run.skipped]
-                self.server.send(
-                    {"op": Op.RUN, "cells": todo, "seconds": self.options.cell_seconds}
-                )
-                deadline = time.monotonic() + self.options.start_seconds
+                self.server.send({"op": Op.RUN, "cells": todo, "seconds": options.cell_seconds})
+                deadline = time.monotonic() + options.start_seconds
                 while True:
                     frame = self._receive(deadline)
                     event = frame.get("event")
                     if event == Event.CELL:
                         current = int(frame["index"])
-                        deadline = time.monotonic() + self.options.cell_seconds + GRACE
+                        deadline = time.monotonic() + options.cell_seconds + GRACE
                     elif event == Event.CELL_DONE:
                         outputs = frame.get("outputs")
                         if type(outputs) is list:
                             self.run.outputs[int(frame["index"])] = _clean_outputs(outputs)
                         current = None
-                        deadline = time.monotonic() + self.options.start_seconds
+                        deadline = time.monotonic() + options.start_seconds
                     elif event == Event.READY:
                         names = frame.get("names")
                         if type(names) is dict:
@@ -313,12 +289,9 @@ class Session:
         seconds = max(0.1, self.deadline - time.monotonic())
         try:
             self.server.send({**message, "seconds": seconds, "stand_ins": list(self.stand_ins)})
-            while True:
-                frame = self._receive(self.deadline + GRACE)
-                if frame.get("event") == Event.STAND_IN:
-                    self.server.send(self._stand_in(frame))
-                    continue
-                return frame
+            while (frame := self._receive(self.deadline + GRACE)).get("event") == Event.STAND_IN:
+                self.server.send(self._stand_in(frame))
+            return frame
         except _Lost as lost:
             self.server = None
             raise GradingAborted(str(lost)) from None
@@ -331,31 +304,23 @@ class Session:
             kwargs = protocol.decode(frame["kwargs"], device_map=protocol.device)
             if type(args) is not tuple or type(kwargs) is not dict:
                 raise protocol.ProtocolError("malformed arguments")
-            grad = frame.get("grad")
-            if grad is None:
+            if frame.get("grad") is None:
                 return {"ok": True, "value": protocol.encode(fn(*args, **kwargs))}
-            grad_output = protocol.decode(grad, device_map=protocol.device)
-            flags = frame.get("requires_grad") or []
-            leaves = runner.tensor_leaves((args, kwargs))
-            marked = [
-                t.requires_grad_()
-                for t, f in zip(leaves, flags, strict=False)
-                if f and t.is_floating_point()
-            ]
+            grad_output = protocol.decode(frame["grad"], device_map=protocol.device)
+            # the leaves its autograd saved: those that require grad in the student's process
+            leaves = runner.requiring_grad((args, kwargs), frame.get("requires_grad") or [])
             with torch.enable_grad():
-                out = fn(*args, **kwargs)
-                loss = (out * grad_output.to(out.device, out.dtype)).sum()
-                grads = torch.autograd.grad(loss, marked, allow_unused=True)
+                grads = runner.vjp(fn(*args, **kwargs), grad_output, leaves)
             grads = [
-                torch.zeros_like(t) if g is None else g for t, g in zip(marked, grads, strict=False)
+                torch.zeros_like(t) if g is None else g for t, g in zip(leaves, grads, strict=False)
             ]
             return {"ok": True, "value": protocol.encode(grads)}
         except Exception as exc:  # bad arguments from the student's code: it gets the error
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
 
-def _error_output(ename: str, evalue: str) -> dict:
-    return {"output_type": "error", "ename": ename, "evalue": evalue, "traceback": []}
+def _error_output(ename: str, evalue: str, traceback=()) -> dict:
+    return {"output_type": "error", "ename": ename, "evalue": evalue, "traceback": list(traceback)}
 
 
 def _clean_outputs(outputs: list) -> list[dict]:
@@ -367,8 +332,8 @@ def _clean_outputs(outputs: list) -> list[dict]:
             clean.append({"output_type": "stream", "name": out["name"], "text": text})
         elif out.get("output_type") == "error":
             tb = out.get("traceback") if type(out.get("traceback")) is list else []
-            error = _error_output(str(out.get("ename", "Error")), str(out.get("evalue", "")))
-            clean.append({**error, "traceback": [str(line) for line in tb[:20]]})
+            ename, evalue = str(out.get("ename", "Error")), str(out.get("evalue", ""))
+            clean.append(_error_output(ename, evalue, map(str, tb[:20])))
     return clean
 
 
@@ -389,12 +354,9 @@ class RemoteSubject(Subject):
         reply = self.session.request({**message, "target": self.target})
         if reply.get("ok") is not True:
             error = reply.get("error") if type(reply.get("error")) is dict else {}
-            where = error.get("where")
-            raise StudentError(
-                str(error.get("type", "Error")),
-                str(error.get("message", "")),
-                where if type(where) is str else "",
-            )
+            where = error.get("where") if type(error.get("where")) is str else ""
+            kind, message = str(error.get("type", "Error")), str(error.get("message", ""))
+            raise StudentError(kind, message, where)
         return reply
 
     def _value(self, enc):
@@ -407,16 +369,10 @@ class RemoteSubject(Subject):
             raise CheckFailed(f"{self.label}: the result could not be read ({exc}).") from None
 
     def invoke(self, method, args, kwargs, *, seed=None, grad=None):
-        message = {
-            "op": Op.CALL,
-            "method": method,
-            "args": protocol.encode(tuple(args), self._keep),
-            "kwargs": protocol.encode(dict(kwargs), self._keep),
-            "seed": seed,
-        }
+        args, kwargs = (protocol.encode(x, self._keep) for x in (tuple(args), dict(kwargs)))
+        message = {"op": Op.CALL, "method": method, "args": args, "kwargs": kwargs, "seed": seed}
         if grad is not None:
-            g = grad.get("grad_output")
-            message["grad"] = {**grad, "grad_output": None if g is None else protocol.encode(g)}
+            message["grad"] = {**grad, "grad_output": protocol.encode(grad.get("grad_output"))}
         reply = self._ask(message)
         out = self._value(reply.get("value"))
         if grad is None:
@@ -460,8 +416,7 @@ class RemoteSubject(Subject):
 
     @contextlib.contextmanager
     def standing_in(self, stand_ins: Mapping[str, Callable]):
-        saved = self.session.stand_ins
-        self.session.stand_ins = dict(stand_ins)
+        saved, self.session.stand_ins = self.session.stand_ins, dict(stand_ins)
         try:
             yield
         finally:
@@ -473,8 +428,7 @@ def judge_notebook(
 ) -> NotebookRun:
     """Run `cells` ((index, source) pairs) in the sandbox, then check every part of `parts`
     (``autograder.chapters.Part``); never raises for anything the student's code does."""
-    session = Session(cells, options)
-    session.parts = tuple(parts)
+    session = Session(cells, options, tuple(parts))
     threads = torch.get_num_threads()
     torch.set_num_threads(options.threads)
     try:
@@ -492,14 +446,10 @@ def judge_notebook(
             # Once every cell of a name is judged, a later part that calls it knows whether the
             # student's own is used or the reference stands in for it.
             if all(p.name != part.name for p in parts[i + 1 :]):
-                failed = [
-                    v
-                    for v, p in zip(session.run.verdicts, parts, strict=False)
-                    if p.name == part.name and not v.passed
-                ]
-                session.verdicts[part.name] = (
-                    fails_own_check(part.name, failed[0].message) if failed else None
-                )
+                judged = zip(session.run.verdicts, parts, strict=False)
+                failed = [v.message for v, p in judged if p.name == part.name and not v.passed]
+                why = fails_own_check(part.name, failed[0]) if failed else None
+                session.verdicts[part.name] = why
         return session.run
     finally:
         session.close()
@@ -524,7 +474,6 @@ def _judge_part(session: Session, part) -> PartVerdict:
     except GradingAborted as exc:
         return PartVerdict(part.grade_id, False, f"{part.name}: {exc}")
     except Exception as exc:  # the check itself broke on what came back: say so, never crash
-        return PartVerdict(
-            part.grade_id, False, f"{part.name} could not be checked ({type(exc).__name__}: {exc})"
-        )
+        why = f"{part.name} could not be checked ({type(exc).__name__}: {exc})"
+        return PartVerdict(part.grade_id, False, why)
     return PartVerdict(part.grade_id, True)

@@ -1,27 +1,19 @@
 """The judge and the runner's protocol, in code: message names, frames, values, devices.
 
-Both sides import this module: the judge as ``autograder.engine.protocol``, the runner (in the
-sandbox, where nothing of the course is importable) as ``protocol``, the file beside it, which the
-sandbox mounts read-only at ``/grader/protocol.py``. It imports the standard library and torch only.
+Both sides import it: the runner (in the sandbox) as the file beside it, ``/grader/protocol.py``;
+so it imports the standard library and torch only.
 
-Channels
+Channels and frames
     **data**: the judge and one student's process (the runner's stdin and stdout, moved to private
-    descriptors). **control**: the judge and the fork server alone (a pipe pair the student's
-    process closes before any of its code runs).
-
-Frames
-    An 8-byte big-endian length, then a pickle of a dict of plain data (None, bool, int, float,
-    str, bytes, lists, tuples, dicts), read on both sides by an unpickler that refuses every
-    class and function (``find_class`` raises), so a frame can build nothing else (:func:`pack`,
-    :func:`unpack`, :class:`Channel`, :class:`FrameBuffer`). A tensor travels as its dtype's
-    name, its shape and its bytes. Requests carry ``"op"``, events carry ``"event"``, replies
-    carry ``"ok"``.
+    descriptors); **control**: the judge and the fork server alone. A frame is an 8-byte big-endian
+    length, then a pickle of a dict of plain data, read by an unpickler that refuses every class
+    and function. Requests carry ``"op"``, events ``"event"``, replies ``"ok"``.
 
 Messages (``Op`` judge -> runner, ``Event`` runner -> judge)
     control channel:
         ``fork``                        the fork server forks a fresh process for the next student
         ``ready``                       the fork server has started (torch imported and warm)
-        ``ended``, ``status``           the student's process has ended (its wait status) and the
+        ``ended``, ``status``           the student's process has ended (its wait status); the
                                         sandbox is clean again: no process, no file left behind
     data channel, running the notebook:
         ``run``, ``cells``, ``seconds`` run each (index, source) cell under a time limit
@@ -30,8 +22,7 @@ Messages (``Op`` judge -> runner, ``Event`` runner -> judge)
         ``ready``, ``names``            every cell has run: {name: type name} of the namespace
     data channel, calls (one reply each; ``target`` is ("name", str) or ("handle", id)):
         ``call``, ``method``, ``args``, ``kwargs``, ``seed``, ``grad``, ``seconds``, ``stand_ins``
-                                        call the target (or its method); with ``grad``, the
-                                        gradients come back as data beside the value
+                                        call the target (or its method); ``grad``: gradients too
         ``get``, ``name``               an attribute of the target
         ``describe``                    the target's type, and a module's submodules and state
         ``load_state``, ``state``, ``strict``  the target module's load_state_dict
@@ -39,12 +30,10 @@ Messages (``Op`` judge -> runner, ``Event`` runner -> judge)
         reply: ``{"ok": True, "value"[, "grads"]}`` or ``{"ok": False, "error": {"type",
                                         "message"[, "where"]}}``
         ``stand_in``, ``name``, ``args``, ``kwargs``, ``grad``[, ``requires_grad``]
-                                        (event, during a call) the student's code called an
-                                        earlier part that the reference stands in for; the judge
-                                        answers ``{"ok", "value" | "error"}``: the reference's
-                                        value, or with ``grad`` its vector-Jacobian product
-        ``exit``                        the student's process ends (the fork server then says
-                                        ``ended`` on the control channel)
+                                        (event, during a call) the student's code called a part
+                                        the reference stands in for; the judge answers ``{"ok",
+                                        "value" | "error"}``: its value, or with ``grad`` its VJP
+        ``exit``                        the student's process ends (then ``ended``, on control)
 
 Values
     Tagged trees (:func:`encode`, :func:`decode`): scalars (None, bool, int, float, str) as
@@ -53,10 +42,7 @@ Values
     list, ``("U", [...])`` for a tuple, ``("D", [(key, value), ...])`` for a dict (so keys may be
     tuples), and ``("H", id, type name)`` for an object that stays on its side (a module, a
     tokenizer), named by its id in later requests. Every frame and value is checked before use.
-
-Devices
-    A tensor keeps the name of the device it was on; the other side puts it on the same kind of
-    device when it has one, on the CPU otherwise (:func:`device`).
+    A tensor keeps the name of its device; the other side puts it on the same kind, or the CPU.
 """
 
 from __future__ import annotations
@@ -107,6 +93,11 @@ class ProtocolError(ValueError):
     """A frame or a value that does not follow the protocol."""
 
 
+def _check(ok: bool, what: str) -> None:
+    if not ok:
+        raise ProtocolError(what)
+
+
 def device(name: str) -> str:
     """Where a tensor (or a torch.device) that was on device `name` goes on this side."""
     return name if name.startswith("cuda") and torch.cuda.is_available() else "cpu"
@@ -127,8 +118,7 @@ class _PlainData(pickle.Unpickler):
 def pack(message: dict) -> bytes:
     """A whole frame: the header, then the payload."""
     payload = pickle.dumps(message, protocol=5)
-    if len(payload) > MAX_FRAME:
-        raise ProtocolError("the message is larger than the frame limit")
+    _check(len(payload) <= MAX_FRAME, "the message is larger than the frame limit")
     return HEADER.pack(len(payload)) + payload
 
 
@@ -138,8 +128,7 @@ def unpack(payload: bytes) -> dict:
         message = _PlainData(io.BytesIO(payload)).load()
     except Exception:  # a forged or broken frame: nothing in it is run
         message = None
-    if type(message) is not dict:
-        raise ProtocolError("a frame that could not be read")
+    _check(type(message) is dict, "a frame that could not be read")
     return message
 
 
@@ -162,8 +151,7 @@ def _frame_size(buffer: bytes) -> int | None:
     if len(buffer) < HEADER.size:
         return None
     (n,) = HEADER.unpack(buffer[: HEADER.size])
-    if n > MAX_FRAME:
-        raise ProtocolError("a frame larger than the limit")
+    _check(n <= MAX_FRAME, "a frame larger than the limit")
     return n
 
 
@@ -199,9 +187,6 @@ class FrameBuffer:
         self.fd = fd
         self.buffer = b""
 
-    def drain(self) -> None:
-        self.buffer += drain(self.fd)
-
     def complete(self) -> bool:
         """Whether a whole frame (or a header announcing too large a one) is waiting."""
         try:
@@ -211,8 +196,7 @@ class FrameBuffer:
         return n is not None and len(self.buffer) >= HEADER.size + n
 
     def next(self) -> dict | None:
-        """The next whole frame, None if it has not all arrived; ProtocolError if it cannot be
-        read."""
+        """The next whole frame, None if it has not all arrived."""
         if not self.complete():
             return None
         end = HEADER.size + _frame_size(self.buffer)
@@ -221,11 +205,7 @@ class FrameBuffer:
 
 
 def encode(value, keep=None, _state=None, _depth: int = 0):
-    """The tagged tree of `value`; objects that are not plain data go through keep(obj) -> id.
-
-    Example: encode((torch.ones(1), {("a", 1): 2}, torch.float64)) ->
-        ("U", [("T", tensor([1.]), "cpu"), ("D", [(("U", ["a", 1]), 2)]), ("Y", "float64")])
-    """
+    """The tagged tree of `value`; objects that are not plain data go through keep(obj) -> id."""
     state = _state if _state is not None else [0]
     state[0] += 1
     if state[0] > MAX_ITEMS or _depth > MAX_DEPTH:
@@ -235,8 +215,7 @@ def encode(value, keep=None, _state=None, _depth: int = 0):
     if isinstance(value, (bytes, bytearray)):  # weights_only cannot load an empty bytes
         return ("B", bytes(value).decode("latin-1"))
     if isinstance(value, torch.dtype):
-        if dtype_name(value) not in DTYPES:
-            raise ProtocolError(f"the dtype {value} cannot be sent")
+        _check(dtype_name(value) in DTYPES, f"the dtype {value} cannot be sent")
         return ("Y", dtype_name(value))
     if isinstance(value, torch.device):
         return ("V", value.type)
@@ -262,8 +241,7 @@ def encode(value, keep=None, _state=None, _depth: int = 0):
     if isinstance(value, dict):
         pairs = [tuple(encode(x, keep, state, _depth + 1) for x in kv) for kv in value.items()]
         return ("D", pairs)
-    if keep is None:
-        raise ProtocolError(f"a {type(value).__name__} cannot be sent")
+    _check(keep is not None, f"a {type(value).__name__} cannot be sent")
     return ("H", keep(value), type(value).__name__)
 
 
@@ -280,11 +258,8 @@ def _from_numpy(value):
 
 
 def decode(enc, resolve=None, device_map=None, _state=None, _depth: int = 0):
-    """The value of a tagged tree, checking every node; handles go through resolve(id, type name).
-
-    device_map(name) says where a tensor, or a torch.device, that was on device `name` goes on
-    this side.
-    Raises ProtocolError for anything that is not a well-formed tree of plain data.
+    """The value of a tagged tree, checking every node; handles go through resolve(id, type name)
+    and device_map(name) says where a tensor, or a torch.device, on device `name` goes here.
     """
     state = _state if _state is not None else [0]
     state[0] += 1
@@ -294,55 +269,48 @@ def decode(enc, resolve=None, device_map=None, _state=None, _depth: int = 0):
         return enc
     if type(enc) is not tuple or not enc or enc[0] not in ("T", "L", "U", "D", "H", "B", "Y", "V"):
         raise ProtocolError(f"unexpected {type(enc).__name__} in a value")
-    tag = enc[0]
-    if len(enc) != {"T": 5, "H": 3}.get(tag, 2):
-        raise ProtocolError(f"a malformed {tag!r} value")
+    if len(enc) != {"T": 5, "H": 3}.get(enc[0], 2):
+        raise ProtocolError(f"a malformed {enc[0]!r} value")
+    tag, arg = enc[0], enc[1]
     if tag == "B":
-        if type(enc[1]) is not str:
-            raise ProtocolError("malformed bytes")
+        _check(type(arg) is str, "malformed bytes")
         try:
-            return enc[1].encode("latin-1")
+            return arg.encode("latin-1")
         except UnicodeEncodeError:
             raise ProtocolError("malformed bytes") from None
     if tag == "Y":
-        if type(enc[1]) is not str or enc[1] not in DTYPES:
-            raise ProtocolError("a malformed or unknown dtype")
-        return DTYPES[enc[1]]
+        _check(type(arg) is str and arg in DTYPES, "a malformed or unknown dtype")
+        return DTYPES[arg]
     if tag == "V":
-        if enc[1] not in ("cpu", "cuda"):
-            raise ProtocolError("a malformed or unknown device")
-        return torch.device(device_map(enc[1]) if device_map else enc[1])
+        _check(arg in ("cpu", "cuda"), "a malformed or unknown device")
+        return torch.device(device_map(arg) if device_map else arg)
     if tag == "T":
-        if type(enc[1]) is not str or enc[1] not in DTYPES or type(enc[2]) is not list:
-            raise ProtocolError("a malformed tensor")
-        shape, data, where = enc[2], enc[3], enc[4]
-        if len(shape) > MAX_DEPTH or any(type(n) is not int or n < 0 for n in shape):
-            raise ProtocolError("a malformed tensor shape")
-        dtype, numel = DTYPES[enc[1]], math.prod(shape)
-        if numel > MAX_NUMEL or type(data) is not bytes or type(where) is not str:
-            raise ProtocolError("a malformed or too large tensor")
-        if len(data) != numel * dtype.itemsize:
-            raise ProtocolError("a tensor whose bytes do not match its shape")
+        _, name, shape, data, where = enc
+        _check(type(name) is str and name in DTYPES and type(shape) is list, "a malformed tensor")
+        ok = len(shape) <= MAX_DEPTH and all(type(n) is int and n >= 0 for n in shape)
+        _check(ok, "a malformed tensor shape")
+        dtype, numel = DTYPES[name], math.prod(shape)
+        ok = numel <= MAX_NUMEL and type(data) is bytes and type(where) is str
+        _check(ok, "a malformed or too large tensor")
+        _check(len(data) == numel * dtype.itemsize, "a tensor whose bytes do not match its shape")
         t = torch.frombuffer(bytearray(data), dtype=dtype) if numel else torch.empty(0, dtype=dtype)
         t = t.reshape(shape)
         return t.to(device_map(where)) if device_map else t
-    if tag in ("L", "U", "D") and type(enc[1]) is not list:
-        raise ProtocolError("a malformed list, tuple or dict")
+    if tag == "H":
+        ok = type(arg) is int and type(enc[2]) is str and resolve is not None
+        _check(ok, "a malformed or unexpected object handle")
+        return resolve(arg, enc[2])
+    _check(type(arg) is list, "a malformed list, tuple or dict")
     if tag in ("L", "U"):
-        items = [decode(v, resolve, device_map, state, _depth + 1) for v in enc[1]]
+        items = [decode(v, resolve, device_map, state, _depth + 1) for v in arg]
         return items if tag == "L" else tuple(items)
-    if tag == "D":
-        out = {}
-        for pair in enc[1]:
-            if type(pair) is not tuple or len(pair) != 2:
-                raise ProtocolError("a malformed dict entry")
-            key = decode(pair[0], resolve, device_map, state, _depth + 1)
-            try:
-                hash(key)
-            except TypeError:
-                raise ProtocolError("a dict key that is not hashable") from None
-            out[key] = decode(pair[1], resolve, device_map, state, _depth + 1)
-        return out
-    if type(enc[1]) is not int or type(enc[2]) is not str or resolve is None:
-        raise ProtocolError("a malformed or unexpected object handle")
-    return resolve(enc[1], enc[2])
+    out = {}
+    for pair in arg:
+        _check(type(pair) is tuple and len(pair) == 2, "a malformed dict entry")
+        key = decode(pair[0], resolve, device_map, state, _depth + 1)
+        try:
+            hash(key)
+        except TypeError:
+            raise ProtocolError("a dict key that is not hashable") from None
+        out[key] = decode(pair[1], resolve, device_map, state, _depth + 1)
+    return out

@@ -1,18 +1,17 @@
 """The sandboxed side of grading: run one student's notebook, then answer calls on what it defined.
 
-This file and ``protocol.py`` are the only code of the course in the sandbox, started as ``python
--I /grader/runner.py --control IN OUT``: a fork server (:func:`serve_forks`) that imports torch
-once and forks a fresh process for each student. It never sees a check, a reference or a hidden
-test: it runs the cells it is sent, calls the student's code on inputs the judge chose, and sends
-the results back as data. :func:`call`, :func:`describe` and :func:`load_state` also serve
-in-process checks (``autograder.toolkit.LocalSubject``): a check sees one behaviour either way.
+In the sandbox (beside ``protocol.py``, the only other code of the course there) it never sees a
+check, a reference or a hidden test. :func:`call`, :func:`describe` and :func:`load_state` serve
+in-process checks too (``autograder.toolkit.LocalSubject``): a check sees one behaviour either way.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import linecache
 import os
+import shutil
 import signal
 import sys
 import traceback
@@ -40,8 +39,7 @@ class TimeLimit(BaseException):
 
 @contextlib.contextmanager
 def time_limit(seconds):
-    """Raise TimeLimit in the block after `seconds` (None: no limit). The judge kills the process
-    if the student's code catches it and goes on."""
+    """Raise TimeLimit in the block after `seconds` (None: no limit)."""
     if not seconds:
         yield
         return
@@ -82,9 +80,6 @@ def map_leaves(value, fn):
     return value
 
 
-# Calls on the student's objects (used in the sandbox and by in-process checks alike)
-
-
 @contextlib.contextmanager
 def seeded(seed: int | None):
     """Run the block with torch's CPU generator seeded by `seed` (and put it back afterwards)."""
@@ -96,23 +91,34 @@ def seeded(seed: int | None):
         yield
 
 
+def requiring_grad(value, flags=None) -> list[torch.Tensor]:
+    """The floating-point tensors in `value` (those flagged, with `flags`), now requiring grad."""
+    leaves = tensor_leaves(value)
+    flags = [True] * len(leaves) if flags is None else flags
+    marked = zip(leaves, flags, strict=False)
+    return [t.requires_grad_() for t, f in marked if f and t.is_floating_point()]
+
+
+def vjp(out: torch.Tensor, grad_output, wrt: list) -> tuple:
+    """The gradients of <out, grad_output> (ones if None) with respect to `wrt`, None if unused."""
+    g = torch.ones_like(out) if grad_output is None else grad_output.to(out.device, out.dtype)
+    # <out, g> as a scalar: the same gradients as grad_outputs=g, without the import of
+    # sympy that torch makes on the first non-scalar grad_outputs (half a second a process).
+    return torch.autograd.grad((out * g).sum(), wrt, allow_unused=True)
+
+
 def call(obj, method: str | None, args: tuple, kwargs: dict, seed=None, grad=None):
     """obj(*args, **kwargs), or obj.<method>(...): returns (output, gradients or None).
 
-    With grad = {"inputs": bool, "params": bool, "grad_output": tensor or None}, every
-    floating-point tensor in the arguments (when "inputs") and every parameter of obj (when
-    "params") requires grad, and the gradients of <output, grad_output> (grad_output defaults to
-    ones) come back as {"inputs": [grad or None, ...], "params": {name: grad or None}}.
+    With grad = {"inputs": bool, "params": bool, "grad_output": tensor or None}, the gradients of
+    <output, grad_output> with respect to the floating-point arguments (when "inputs") and obj's
+    parameters (when "params"): {"inputs": [grad or None, ...], "params": {name: grad or None}}.
     """
     fn = obj if method is None else getattr(obj, method)
     if grad is None:
         with seeded(seed):
             return fn(*args, **kwargs), None
-    leaves = []
-    if grad.get("inputs"):
-        leaves = [t for t in tensor_leaves((args, kwargs)) if t.is_floating_point()]
-        for t in leaves:
-            t.requires_grad_(True)
+    leaves = requiring_grad((args, kwargs)) if grad.get("inputs") else []
     params = list(obj.named_parameters()) if grad.get("params") else []
     with seeded(seed), torch.enable_grad():
         out = fn(*args, **kwargs)
@@ -121,28 +127,15 @@ def call(obj, method: str | None, args: tuple, kwargs: dict, seed=None, grad=Non
                 "the output does not depend differentiably on the inputs; use torch operations "
                 "only (no .detach(), .item(), .numpy() or torch.no_grad())"
             )
-        g = grad.get("grad_output")
-        g = torch.ones_like(out) if g is None else g.to(out.device, out.dtype)
         wrt = [*leaves, *(p for _, p in params)]
-        # <out, g> as a scalar: the same gradients as grad_outputs=g, without the import of
-        # sympy that torch makes on the first non-scalar grad_outputs (half a second a process).
-        grads = torch.autograd.grad((out * g).sum(), wrt, allow_unused=True) if wrt else ()
-    n = len(leaves)
-    return out, {
-        "inputs": [None if x is None else x.detach() for x in grads[:n]],
-        "params": {
-            name: None if x is None else x.detach()
-            for (name, _), x in zip(params, grads[n:], strict=False)
-        },
-    }
+        grads = vjp(out, grad.get("grad_output"), wrt) if wrt else ()
+    grads, n = [None if x is None else x.detach() for x in grads], len(leaves)
+    names = (name for name, _ in params)
+    return out, {"inputs": grads[:n], "params": dict(zip(names, grads[n:], strict=False))}
 
 
 def describe(obj) -> dict:
-    """What a check may know of an object: its type, and for a module its parts and its state.
-
-    Example: describe(nn.Linear(2, 3)) -> {"type": "Linear", "modules": {"": "Linear"},
-    "state": {"weight": (3, 2) tensor, "bias": (3,) tensor}}
-    """
+    """What a check may know of an object: its type, and for a module its parts and its state."""
     out = {"type": type(obj).__name__, "modules": {}, "state": {}}
     if isinstance(obj, torch.nn.Module):
         out["modules"] = {name: type(m).__name__ for name, m in obj.named_modules()}
@@ -159,14 +152,12 @@ def load_state(obj, state: dict, strict: bool) -> None:
 
 
 def _error(exc: BaseException, cells: dict | None = None) -> dict:
-    """An exception as data; with `cells` ({code name: cell index}), also where in the
-    student's cells it was raised: the innermost frame of theirs."""
+    """An exception as data; with `cells` ({code name: cell index}), where it was raised."""
     out = {"type": type(exc).__name__, "message": str(exc)[:2000]}
-    for frame in reversed(traceback.extract_tb(exc.__traceback__) if cells else []):
-        if frame.filename in cells:
-            code = (frame.line or "").strip()[:300]
-            out["where"] = f"cell {cells[frame.filename] + 1}, line {frame.lineno}: {code}"
-            break
+    frames = reversed(traceback.extract_tb(exc.__traceback__) if cells else [])
+    if (frame := next((f for f in frames if f.filename in cells), None)) is not None:
+        code = (frame.line or "").strip()[:300]
+        out["where"] = f"cell {cells[frame.filename] + 1}, line {frame.lineno}: {code}"
     return out
 
 
@@ -179,9 +170,8 @@ class _Server:
         self.handles: dict[int, int] = {}  # id(object) -> handle
         self.bridges: dict[str, object] = {}  # name -> the stand-in that asks the judge
         self.shell = None
-        self.namespace: dict = {}
+        self.namespace: dict = {}  # the shell's, once the cells run
         self.cells: dict[str, int] = {}  # IPython's code name of a cell -> its index
-        self.index = -1  # the cell running now
 
     def keep(self, obj) -> int:
         key = self.handles.setdefault(id(obj), len(self.objects) + 1)
@@ -196,24 +186,11 @@ class _Server:
     def value(self, enc):
         return decode(enc, self.resolve, protocol.device)
 
-    def start_shell(self) -> None:
-        from IPython.core.interactiveshell import InteractiveShell
-
-        shell = InteractiveShell.instance()
-        shell.enable_gui = lambda gui=None: None  # %matplotlib inline: no kernel, no GUI here
-        shell.showtraceback = lambda *a, **k: None  # the error is reported as an output instead
-        shell.showsyntaxerror = lambda *a, **k: None
-        self.shell = shell
-        self.namespace = shell.user_ns
-
-    def run_cell(self, source: str, seconds) -> list[dict]:
-        import linecache
-        from contextlib import redirect_stderr, redirect_stdout
-
+    def run_cell(self, index: int, source: str, seconds) -> list[dict]:
         out, err = io.StringIO(), io.StringIO()
         outputs, error = [], None
         known = set(linecache.cache)
-        with redirect_stdout(out), redirect_stderr(err):
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 with time_limit(seconds):
                     result = self.shell.run_cell(source, store_history=False)
@@ -222,7 +199,7 @@ class _Server:
                 error = exc
         # IPython caches each cell's source under a code name of its own: remember which
         # cell it was, so that an error raised later in a function defined here can say where.
-        self.cells.update(dict.fromkeys(set(linecache.cache) - known, self.index))
+        self.cells.update(dict.fromkeys(set(linecache.cache) - known, index))
         for name, stream in (("stdout", out), ("stderr", err)):
             text = stream.getvalue()
             if len(text) > MAX_TEXT:
@@ -231,61 +208,57 @@ class _Server:
                 outputs.append({"output_type": "stream", "name": name, "text": text})
         if error is not None:
             lines = traceback.format_exception(type(error), error, error.__traceback__)
-            lines = [line for line in lines if "runner.py" not in line][-12:]
-            outputs.append(
-                {
-                    "output_type": "error",
-                    "ename": type(error).__name__,
-                    "evalue": str(error)[:2000],
-                    "traceback": [line.rstrip("\n")[:2000] for line in lines],
-                }
-            )
+            lines = [line.rstrip("\n")[:2000] for line in lines if "runner.py" not in line][-12:]
+            info = {"ename": type(error).__name__, "evalue": str(error)[:2000], "traceback": lines}
+            outputs.append({"output_type": "error", **info})
         return outputs
 
     def run(self, request: dict) -> None:
-        self.start_shell()
+        from IPython.core.interactiveshell import InteractiveShell
+
+        shell = self.shell = InteractiveShell.instance()
+        shell.enable_gui = lambda gui=None: None  # %matplotlib inline: no kernel, no GUI here
+        shell.showtraceback = lambda *a, **k: None  # the error is reported as an output instead
+        shell.showsyntaxerror = lambda *a, **k: None
+        self.namespace = shell.user_ns
         cells = request.get("cells")
         if type(cells) is not list:
             raise ProtocolError("run needs a list of cells")
-        seconds = request.get("seconds")
         for index, source in cells:
-            self.index = int(index)
             self.channel.write({"event": Event.CELL, "index": int(index)})
-            outputs = self.run_cell(str(source), seconds)
+            outputs = self.run_cell(int(index), str(source), request.get("seconds"))
             self.channel.write({"event": Event.CELL_DONE, "index": int(index), "outputs": outputs})
-        names = {
-            name: type(value).__name__
-            for name, value in list(self.namespace.items())
-            if isinstance(name, str) and not name.startswith("_")
-        }
+        public = [(k, v) for k, v in list(self.namespace.items()) if isinstance(k, str)]
+        names = {k: type(v).__name__ for k, v in public if not k.startswith("_")}
         self.channel.write({"event": Event.READY, "names": names})
 
     def stand_in(self, name: str):
         """A function that answers with the judge's reference for `name` (and its gradients)."""
-        server = self
+
+        def ask(spec: dict, grad=None):
+            return self.ask({"event": Event.STAND_IN, "name": name, **spec, "grad": grad})
 
         class _Bridge(torch.autograd.Function):
             @staticmethod
             def forward(ctx, spec, *tensors):
                 ctx.spec = spec
                 ctx.save_for_backward(*tensors)
-                return server.ask({"event": Event.STAND_IN, "name": name, **spec, "grad": None})
+                return ask(spec)
 
             @staticmethod
             def backward(ctx, grad_output):
-                spec = {**ctx.spec, "grad": encode(grad_output.detach().cpu())}
-                grads = server.ask({"event": Event.STAND_IN, "name": name, **spec})
+                grads = ask(ctx.spec, encode(grad_output.detach().cpu()))
                 if type(grads) is not list or len(grads) != len(ctx.saved_tensors):
                     raise ProtocolError("a malformed gradient from the judge")
                 return (None, *grads)
 
         def reference(*args, **kwargs):
-            leaves = [t for t in tensor_leaves((args, kwargs)) if t.requires_grad]
+            flags = [t.requires_grad for t in tensor_leaves((args, kwargs))]
             spec = {"args": encode(args), "kwargs": encode(kwargs)}
-            if leaves and torch.is_grad_enabled():
-                spec["requires_grad"] = [t.requires_grad for t in tensor_leaves((args, kwargs))]
-                return _Bridge.apply(spec, *leaves)
-            return server.ask({"event": Event.STAND_IN, "name": name, **spec, "grad": None})
+            if any(flags) and torch.is_grad_enabled():
+                leaves = [t for t in tensor_leaves((args, kwargs)) if t.requires_grad]
+                return _Bridge.apply({**spec, "requires_grad": flags}, *leaves)
+            return ask(spec)
 
         reference.__name__ = reference.__qualname__ = name
         return reference
@@ -299,9 +272,8 @@ class _Server:
 
     @contextlib.contextmanager
     def standing_in(self, names):
-        saved = {}
-        for name in names:
-            saved[name] = self.namespace.get(name, _MISSING)
+        saved = {name: self.namespace.get(name, _MISSING) for name in names}
+        for name in saved:
             if name not in self.bridges:  # one autograd.Function class per name, made once
                 self.bridges[name] = self.stand_in(name)
             self.namespace[name] = self.bridges[name]
@@ -326,18 +298,13 @@ class _Server:
         op = request.get("op")
         obj = self.target(request)
         if op == Op.CALL:
-            args = self.value(request["args"])
-            kwargs = self.value(request["kwargs"])
+            args, kwargs = self.value(request["args"]), self.value(request["kwargs"])
             grad = request.get("grad")
             if grad is not None:
                 grad = {**grad, "grad_output": self.value(grad.get("grad_output"))}
-            with (
-                self.standing_in(request.get("stand_ins") or ()),
-                time_limit(request.get("seconds")),
-            ):
-                out, grads = call(
-                    obj, request.get("method"), args, kwargs, request.get("seed"), grad
-                )
+            method, seed, seconds = (request.get(key) for key in ("method", "seed", "seconds"))
+            with self.standing_in(request.get("stand_ins") or ()), time_limit(seconds):
+                out, grads = call(obj, method, args, kwargs, seed, grad)
             return {"value": encode(out, self.keep), "grads": encode(grads)}
         if op == Op.GET:
             return {"value": encode(getattr(obj, request["name"]), self.keep)}
@@ -345,13 +312,13 @@ class _Server:
             return {"value": encode(describe(obj))}
         if op == Op.LOAD_STATE:
             load_state(obj, self.value(request["state"]), bool(request.get("strict", True)))
-            return {"value": None}
-        if op == Op.TO:
+        elif op == Op.TO:
             device = protocol.device(str(request.get("device") or "cpu"))
             dtype = request.get("dtype")
             obj.to(device=device, dtype=protocol.DTYPES[dtype] if dtype else None)
-            return {"value": None}
-        raise ProtocolError(f"unknown op {op!r}")
+        else:
+            raise ProtocolError(f"unknown op {op!r}")
+        return {"value": None}
 
     def serve(self) -> None:
         while True:
@@ -394,8 +361,8 @@ def _tree(roots) -> set[str]:
 
 
 def _not_dumpable() -> None:
-    """Keep every other process out of this one's memory and file descriptors (/proc/PID/fd):
-    with no capabilities, only a dumpable process can be read or traced by another."""
+    """Keep other processes out of this one's memory and descriptors: with no capabilities, only
+    a dumpable process can be read (/proc/PID/fd) or traced by another."""
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
@@ -417,14 +384,9 @@ def _warm_up() -> None:
 
 def _clean_sandbox(before: set[str]) -> None:
     """After a student's process: kill everything it left running, and remove every file and
-    folder that was not in the writable folders when the sandbox started (`before`), so that the
-    next student meets none of it.
-
-    Only inside the sandbox, where this process and its children are all there is of the PID
-    namespace and the folders are the sandbox's own: outside, it would be a disaster.
+    folder not in the writable folders when the sandbox started (`before`). Only inside the
+    sandbox, where this process tree is the whole PID namespace: outside, it would be a disaster.
     """
-    import shutil
-
     if os.path.abspath(__file__) != IN_SANDBOX or os.getcwd() != "/sandbox":
         raise RuntimeError("refusing to clean up outside the sandbox")
     me = os.getpid()
@@ -433,30 +395,21 @@ def _clean_sandbox(before: set[str]) -> None:
         if not strays:
             break
         for pid in strays:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        try:
+        with contextlib.suppress(ChildProcessError):
             while os.waitpid(-1, os.WNOHANG)[0]:
                 pass
-        except ChildProcessError:
-            pass
-    for path in sorted(_tree(WRITABLE) - before, key=len):
-        if not os.path.lexists(path):
-            continue  # inside a folder removed a moment ago
+    for path in sorted(_tree(WRITABLE) - before, key=len):  # a path may be gone with its folder
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)
-        else:
-            try:
+        elif os.path.lexists(path):
+            with contextlib.suppress(OSError):
                 os.unlink(path)
-            except OSError:
-                pass
 
 
 def serve_forks(control: protocol.Channel, data_in: int, data_out: int) -> None:
-    """Wait for "fork" on the control channel; each fork serves one student on the data channel
-    and the control channel says when it has ended and the sandbox is clean again."""
+    """The fork server: a fresh process for each ``fork``; ``ended`` once the sandbox is clean."""
     _not_dumpable()
     _warm_up()
     sandboxed = os.path.abspath(__file__) == IN_SANDBOX
@@ -487,13 +440,11 @@ def serve_forks(control: protocol.Channel, data_in: int, data_out: int) -> None:
 def main() -> None:
     # The data channel moves to private descriptors; what the student's code prints to fd 1 (or
     # reads from fd 0) then cannot reach it. A forged frame would only feed its own grading.
-    # The control channel (``--control IN OUT``) belongs to the fork server alone: each
-    # student's process closes it before any of the student's code runs.
+    # Each student's process closes the control channel before any of its code runs.
     if len(sys.argv) != 4 or sys.argv[1] != "--control":
         raise SystemExit("usage: runner.py --control IN OUT (the judge starts it)")
     fd_in, fd_out = os.dup(0), os.dup(1)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     os.dup2(2, 1)
     serve_forks(protocol.Channel(int(sys.argv[2]), int(sys.argv[3])), fd_in, fd_out)
 

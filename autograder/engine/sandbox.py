@@ -1,15 +1,8 @@
-"""The bubblewrap sandbox that a student's code runs in.
+"""The bubblewrap sandbox that a student's code runs in (what it holds: ``engine/__init__.py``).
 
-The sandbox is built from nothing: the system's read-only folders (/usr, /etc, ...), the Python
-installation with its packages (read-only), the runner (``runner.py`` and ``protocol.py``,
-read-only, the only files of the course in it) and one empty writable folder, ``/sandbox``, its
-working directory; the root is read-only, and /tmp (also /var/tmp) and /dev are the only other
-places it can write. The course, its package, the solutions, the gradebook and every submission
-are simply not there. It has no network, a private /tmp, its own PID namespace (nothing it starts
-outlives it), a clean environment, no capabilities, and resource limits through prlimit.
-
-Before building one, :func:`bwrap_argv` checks that none of the folders it would mount holds the
-course or its grading state, and refuses with :class:`SandboxUnavailable` if one does.
+Besides ``/sandbox``, it can write only /tmp (also /var/tmp) and /dev; the root is read-only. It has
+a clean environment, no capabilities and resource limits through prlimit; nothing it starts
+outlives it. :func:`bwrap_argv` refuses to mount a folder that holds the course.
 
 What it does not protect against: a kernel or bubblewrap exploit; a fork bomb (there is no process
 limit); a GPU left in a bad state (on CUDA machines the NVIDIA devices are passed through and the
@@ -28,10 +21,8 @@ from pathlib import Path
 __all__ = ["SandboxUnavailable", "Limits", "bwrap_path", "bwrap_argv", "RUNNER", "INSIDE"]
 
 RUNNER = Path(__file__).with_name("runner.py")
-PROTOCOL = Path(__file__).with_name("protocol.py")  # the runner imports it
 INSIDE = "/sandbox"  # the writable working directory, inside
-_RUNNER_INSIDE = "/grader/runner.py"  # runner.IN_SANDBOX
-_PROTOCOL_INSIDE = "/grader/protocol.py"  # beside it
+_GRADER = "/grader"  # where the runner (runner.IN_SANDBOX) and protocol.py, which it imports, are
 
 
 class SandboxUnavailable(RuntimeError):
@@ -67,11 +58,6 @@ def _python_roots() -> list[str]:
     return sorted(r for r in roots if os.path.isdir(r))
 
 
-def _contains(folder: str, path: str) -> bool:
-    folder, path = os.path.realpath(folder), os.path.realpath(path)
-    return os.path.commonpath([folder, path]) == folder
-
-
 def bwrap_argv(
     cmd: list[str],
     *,
@@ -79,12 +65,8 @@ def bwrap_argv(
     hidden: tuple[str | os.PathLike, ...],
     limits: Limits = Limits(),
 ) -> list[str]:
-    """Wrap `cmd` to run in the sandbox, in `workdir` (seen as /sandbox), with `limits`.
-
-    `hidden` are the folders that must not be visible (the course, the grading folder); a mount
-    that would contain one raises SandboxUnavailable. In `cmd`, the runner is
-    ``/grader/runner.py``.
-    """
+    """Wrap `cmd` (the runner is ``/grader/runner.py`` there) to run in the sandbox, in `workdir`
+    (seen as /sandbox); a mount that would show a folder of `hidden` raises SandboxUnavailable."""
     # --unshare-all: network, PID, IPC, UTS, cgroup and user namespaces
     argv = [bwrap_path(), *"--unshare-all --die-with-parent --cap-drop ALL --proc /proc".split()]
     argv += "--dev /dev --tmpfs /tmp --symlink /tmp /var/tmp".split()
@@ -96,14 +78,16 @@ def bwrap_argv(
             mounts.append(path)
     mounts += _python_roots()
     for path in mounts:
+        real = os.path.realpath(path)
         for secret in hidden:
-            if _contains(path, secret):
+            if os.path.commonpath([real, os.path.realpath(secret)]) == real:
                 raise SandboxUnavailable(
                     f"the sandbox would have to show {path}, which holds {secret}; keep the "
                     "course and its grading folder outside the system and Python folders"
                 )
         argv += ["--ro-bind", path, path]
-    argv += ["--ro-bind", str(RUNNER), _RUNNER_INSIDE, "--ro-bind", str(PROTOCOL), _PROTOCOL_INSIDE]
+    for path in (RUNNER, RUNNER.with_name("protocol.py")):
+        argv += ["--ro-bind", str(path), f"{_GRADER}/{path.name}"]
     gpu = sorted(glob.glob("/dev/nvidia*"))
     for device in gpu:
         argv += ["--dev-bind", device, device]
@@ -135,4 +119,4 @@ def bwrap_argv(
 
 def runner_command() -> list[str]:
     """The runner, as the sandbox starts it: this Python, isolated mode."""
-    return [sys.executable, "-I", _RUNNER_INSIDE]
+    return [sys.executable, "-I", f"{_GRADER}/runner.py"]
