@@ -91,10 +91,11 @@ class ForkServer:
             cmd = [cmd[0], "-I", str(runner.__file__), *cmd[3:]]
             env = {**os.environ, "MPLBACKEND": "agg", "OMP_NUM_THREADS": "1"}
         fds = (to_child, from_child)  # the fork server's ends of the control channel
-        pipes = dict.fromkeys(("stdin", "stdout", "stderr"), subprocess.PIPE)
+        pipe = subprocess.PIPE
         self.proc = subprocess.Popen(
-            cmd, **pipes, cwd=workdir, env=env, pass_fds=fds, start_new_session=True
-        )
+            cmd, stdin=pipe, stdout=pipe, stderr=pipe, cwd=workdir, env=env, pass_fds=fds,
+            start_new_session=True,
+        )  # fmt: skip
         for fd in fds:
             os.close(fd)
         self.control_out = os.fdopen(from_judge, "wb", buffering=0)
