@@ -115,7 +115,7 @@ class Policy:
     def with_extensions(self, path: Path) -> Policy:
         """This policy and the extensions in `path` (student_id,assignment,due), if it exists."""
         extensions = {}
-        for line, row in enumerate(_read_csv(path, EXTENSION_COLUMNS), start=2):
+        for line, row in enumerate(_read_extensions(path), start=2):
             try:
                 due = parse_time(row["due"], self.timezone)
             except ValueError:
@@ -164,34 +164,33 @@ def _duration(delta: dt.timedelta) -> str:
     minutes = int(delta.total_seconds() // 60)
     days, rest = divmod(minutes, 24 * 60)
     hours, minutes = divmod(rest, 60)
-    parts = (
-        [f"{days} d"] * bool(days)
-        + [f"{hours} h"] * bool(hours)
-        + [f"{minutes} min"] * bool(minutes)
-    )
+    parts = [f"{n} {unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "min")) if n]
     return " ".join(parts) or "under a minute"
 
 
 EXTENSION_COLUMNS = ["student_id", "assignment", "due"]
 
 
-def _read_csv(path: Path, columns: list[str]) -> list[dict[str, str]]:
+def _read_extensions(path: Path) -> list[dict[str, str]]:
     if not Path(path).is_file():
         return []
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
-        if reader.fieldnames != columns:
-            raise ValueError(f"{path}: the first row must be {','.join(columns)}")
+        if reader.fieldnames != EXTENSION_COLUMNS:
+            raise ValueError(f"{path}: the first row must be {','.join(EXTENSION_COLUMNS)}")
         return [{k: (v or "").strip() for k, v in row.items()} for row in reader]
 
 
 def extend(path: Path, assignment: str, student: str, due: str, tz: dt.tzinfo):
     """Give `student` until `due` for `assignment` in `path` (replacing an earlier extension);
     "" takes the extension back. The new due date, or None."""
-    when = parse_time(due, tz) if due else None
+    try:
+        when = parse_time(due, tz) if due else None
+    except ValueError:
+        raise ValueError(f"{due!r} is not a date and time; write '2027-03-18 23:59'") from None
     rows = [
         r
-        for r in _read_csv(path, EXTENSION_COLUMNS)
+        for r in _read_extensions(path)
         if (r["assignment"], r["student_id"]) != (assignment, student)
     ]
     if when is not None:
@@ -202,11 +201,10 @@ def extend(path: Path, assignment: str, student: str, due: str, tz: dt.tzinfo):
 
 def rename_student(path: Path, old: str, new: str) -> None:
     """`old`'s extensions become `new`'s."""
-    rows = _read_csv(path, EXTENSION_COLUMNS)
+    rows = _read_extensions(path)
     if any(r["student_id"] == old for r in rows):
         _write_extensions(
-            path,
-            [{**r, "student_id": new if r["student_id"] == old else r["student_id"]} for r in rows],
+            path, [{**r, "student_id": new} if r["student_id"] == old else r for r in rows]
         )
 
 

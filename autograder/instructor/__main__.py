@@ -1,10 +1,11 @@
-"""python -m autograder.instructor collect | feedback | export | extend | drop | rename
-(see __init__.py)."""
+"""python -m autograder.instructor collect | handgrades | feedback | export | extend | drop |
+rename (see __init__.py)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 
 
@@ -46,7 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     course = Course.load(args.course)
     try:
         if args.command == "handgrades":
-            return _handgrades(course, args)
+            from autograder.instructor.handgrades import import_hand_grades
+
+            for note in import_hand_grades(course, args.assignment, Path(args.csv)):
+                print(f"  note: {note}")
+            print(
+                f"{args.assignment}: hand grades from {args.csv} are in the gradebook and "
+                f"{course.reports / (args.assignment + '.csv')}; refresh the students' pages with "
+                f"`python -m autograder.instructor feedback {args.assignment}`"
+            )
+            return 0
         if args.command == "collect":
             return _collect(course, args)
         if args.command == "export":
@@ -85,22 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _handgrades(course, args) -> int:
-    from autograder.instructor.handgrades import import_hand_grades
-
-    for note in import_hand_grades(course, args.assignment, Path(args.csv)):
-        print(f"  note: {note}")
-    print(
-        f"{args.assignment}: hand grades from {args.csv} are in the gradebook and "
-        f"{course.reports / (args.assignment + '.csv')}; refresh the students' pages with "
-        f"`python -m autograder.instructor feedback {args.assignment}`"
-    )
-    return 0
-
-
 def _collect(course, args) -> int:
     from zoneinfo import ZoneInfo
 
+    from autograder.course.record import COLLECT_TABLE
     from autograder.instructor.collect import collect
 
     tz = ZoneInfo(args.archive_timezone) if args.archive_timezone else None
@@ -115,12 +113,11 @@ def _collect(course, args) -> int:
     width = max((len(r.student_id) for r in rows), default=7)
     for r in rows:
         print(f"{r.student_id:<{width}}  {r.status:<17}  {r.collected_as or '-'}  {r.note}")
-    counts = {}
-    for r in rows:
-        counts[r.status] = counts.get(r.status, 0) + 1
-    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    listing = course.reports / f"{args.assignment}-collect.csv"
-    print(f"{args.assignment}: {summary}; the list is in {listing}")
+    counts = sorted(Counter(r.status for r in rows).items())
+    listing = course.reports / COLLECT_TABLE.format(assignment=args.assignment)
+    print(
+        f"{args.assignment}: {', '.join(f'{n} {s}' for s, n in counts)}; the list is in {listing}"
+    )
     return 0
 
 

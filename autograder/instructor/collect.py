@@ -33,7 +33,7 @@ import datetime as dt
 import re
 import shutil
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 from autograder.course import record
@@ -164,11 +164,11 @@ def _guess(names: list[str], path: Path) -> str:
 
 
 def _read_folder(path: Path) -> list[Handed]:
-    out = []
-    for nb in sorted(path.glob("*.ipynb")):
-        when = None  # a file's modification time says when it was copied, not handed in
-        h = Handed("folder", nb.stem, (nb.stem,), [File(nb.name, nb.read_bytes(), when)])
-        out.append(h)
+    # no upload time: a file's modification time says when it was copied, not handed in
+    out = [
+        Handed("folder", nb.stem, (nb.stem,), [File(nb.name, nb.read_bytes(), None)])
+        for nb in sorted(path.glob("*.ipynb"))
+    ]
     if not out:
         raise ValueError(f"{path} holds no .ipynb file (expected <student>.ipynb files)")
     return out
@@ -221,19 +221,17 @@ def collect(
             row.status, row.note = "dropped", f"dropped ({student.dropped}): not collected"
             rows.append(row)
             continue
-        notes = [note] if note else []
-        notes += h.notes
+        notes = ([note] if note else []) + h.notes
         if h.skipped:
             notes.append("not taken: " + ", ".join(h.skipped))
         if h.late_by_lms:
             notes.append(f"{h.lms} marked it late")
-        chosen = _choose(h.files, released)
-        if not chosen:
+        files = _choose(h.files, released)
+        if not files:
             row.status = "no notebook"
             row.note = "; ".join(notes + ["no notebook was handed in"])
             rows.append(row)
             continue
-        files = chosen
         older = [f for f in h.files if not any(f is c for c in files.values())]
         if older:
             kept = _keep_older(course, student.student_id, assignment, older)
@@ -246,8 +244,7 @@ def collect(
             only = "the latest notebook" if older else "the only notebook handed in"
             notes.append("collected " + ", ".join(renamed) + f" ({only})")
         row.collected_as = " | ".join(files)
-        whens = [f.when for f in files.values() if f.when]
-        when = max(whens) if whens else None
+        when = max((f.when for f in files.values() if f.when), default=None)
         row.submitted_at = when.isoformat() if when else ""
         folder = course.submitted / student.student_id / assignment
         rec = record.Record(
@@ -341,13 +338,10 @@ def _place(course, folder: Path, files: dict[str, File], rec: record.Record, sta
     return status
 
 
-def _write_rows(course, assignment: str, rows: list[Row]) -> Path:
+def _write_rows(course, assignment: str, rows: list[Row]) -> None:
     course.reports.mkdir(parents=True, exist_ok=True)
     path = course.reports / record.COLLECT_TABLE.format(assignment=assignment)
     with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        names = list(Row.__dataclass_fields__)
-        writer.writerow(names)
-        for row in sorted(rows, key=lambda r: r.student_id):
-            writer.writerow([getattr(row, n) for n in names])
-    return path
+        writer = csv.DictWriter(f, list(Row.__dataclass_fields__))
+        writer.writeheader()
+        writer.writerows(asdict(r) for r in sorted(rows, key=lambda r: r.student_id))

@@ -85,17 +85,9 @@ def import_hand_grades(course: Course, assignment: str, path: Path) -> list[str]
     cells = grades.graded_cells(course, assignment)
     if not cells:
         raise ValueError(f"no assignment {assignment!r} in {course.source}")
-    if not course.db_path.exists():
-        raise ValueError(f"no gradebook at {course.db_path}: grade {assignment!r} first")
-    problems, notes, seen = [], [], {}
-    with grades.gradebook(course) as gb:
-        try:
-            graded = {s.student.id for s in gb.find_assignment(assignment).submissions}
-        except MissingEntry:
-            raise ValueError(
-                f"the gradebook has no assignment {assignment!r}: grade it first"
-            ) from None
-        todo = []
+    problems, notes, seen, todo = [], [], {}, []
+    with grades.graded(course, assignment) as (gb, a):
+        graded = {s.student.id for s in a.submissions}
         for r in rows:
             where = f"line {r.line}"
             if r.student not in graded:
