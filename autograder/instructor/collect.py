@@ -1,29 +1,10 @@
-"""Turn an LMS download into the grader's layout, ``<grading>/submitted/<student>/<assignment>/``.
-
-    python -m autograder.instructor collect ASSIGNMENT DOWNLOAD [--roster ROSTER.csv]
-        [--lms canvas|moodle|folder] [--archive-timezone ZONE]
-
-What it reads (never changes, never extracts to disk as is):
-
-- **Canvas**, "Download Submissions": a zip of files named
-  ``<lastfirst>_[LATE_]<user id>_<submission id>_<file name>``; a resubmitted file's name gets
-  ``-1``, ``-2`` before its extension.
-- **Moodle**, "Download all submissions": a zip of ``<Full Name>_<participant id>_assignsubmission_
-  file_<file name>``, or of folders ``<Full Name>_<participant id>_assignsubmission_file_/`` (the
-  "download submissions in folders" setting).
-- **A folder** of ``<student>.ipynb`` files.
-
-What it writes, for each student: the notebook under the released name (when a student handed in
-exactly one notebook, whatever its name: "Copy of ch04_self_attention.ipynb" is the one; the row
-says so) and its record, ``collect.json`` (:mod:`autograder.course.record`: what was handed in,
-under which name, from where, and when: the time of the archive's entry, which both LMSs set to
-the upload time; the zip has no time zone, so ``--archive-timezone``, by default the course's).
-A folder collected before with different contents is moved to ``<grading>/superseded/`` first.
-
-Students are found on the roster (``--roster``, merged into ``<grading>/roster.csv``) by LMS id,
-then by name; without a roster, ids are made from the LMS's names and written to the roster, so
-that the grades can be exported back. ``<grading>/reports/<assignment>-collect.csv`` lists every
-download and every roster student, handed in or not.
+"""Turn an LMS download (a Canvas or Moodle zip, read in memory and never changed, or a folder
+of ``<student>.ipynb``) into the grader's layout, ``<grading>/submitted/<student>/<assignment>/``:
+the notebook under the released name and its record (:mod:`autograder.course.record`), with the
+archive entry's time, which both LMSs set to the upload time (in ``--archive-timezone``, by
+default the course's: a zip has no zone). book/instructor_guide.md, "2. Collect", says what
+else it does; ``<grading>/reports/<assignment>-collect.csv`` lists every download and roster
+student.
 """
 
 from __future__ import annotations
@@ -42,13 +23,21 @@ from autograder.course.roster import Roster, Student, safe_id
 __all__ = ["Handed", "collect", "read_download"]
 
 MAX_NOTEBOOK_BYTES = 100 * 2**20  # a notebook with every output is a few MB; a zip bomb is not
-CANVAS = re.compile(
-    r"^(?P<key>[^_/]+)_(?:(?P<late>LATE)_)?(?P<uid>\d+)_(?P<sub>\d+)_(?P<file>[^/]+)$"
-)
-MOODLE = re.compile(
-    r"^(?P<name>[^/]+?)_(?P<pid>\d+)_assignsubmission_file_?(?:/|_)?(?P<file>[^/]*)$"
-)
-MOODLE_FOLDER = re.compile(r"^(?P<name>[^/]+?)_(?P<pid>\d+)_assignsubmission_file_?/(?P<file>.+)$")
+# How each LMS names an archive's entries (the student's name and LMS id, the file), and what
+# an entry named otherwise is told to look like.
+NAMING = {
+    "canvas": (
+        [r"^(?P<name>[^_/]+)_(?:(?P<late>LATE)_)?(?P<id>\d+)_\d+_(?P<file>[^/]+)$"],
+        "(<lastfirst>_<user id>_<submission id>_<file>); is this a Canvas archive?",
+    ),
+    "moodle": (
+        [
+            r"^(?P<name>[^/]+?)_(?P<id>\d+)_assignsubmission_file_?/(?P<file>.+)$",
+            r"^(?P<name>[^/]+?)_(?P<id>\d+)_assignsubmission_file_?(?:/|_)?(?P<file>[^/]*)$",
+        ],
+        "(<Full Name>_<participant id>_assignsubmission_file_...)",
+    ),
+}
 RESUBMITTED = re.compile(r"-\d+(?=\.ipynb$)")
 
 
@@ -89,28 +78,17 @@ def read_download(path: Path, lms: str | None = None, tz: dt.tzinfo = dt.UTC) ->
         for info in entries:
             if _junk(info.filename):
                 continue
-            if kind == "canvas":
-                m = CANVAS.match(info.filename)
-                if not m:
-                    raise ValueError(
-                        f"{path}: {info.filename!r} is not named as Canvas names a download "
-                        "(<lastfirst>_<user id>_<submission id>_<file>); is this a Canvas archive?"
-                    )
-                key = m["uid"]
-                h = handed.setdefault(key, Handed("canvas", m["uid"], (m["key"],)))
-                h.late_by_lms |= bool(m["late"])
-                file_name = m["file"]
-            elif kind == "moodle":
-                m = MOODLE_FOLDER.match(info.filename) or MOODLE.match(info.filename)
-                if not m or not m["file"]:
-                    raise ValueError(
-                        f"{path}: {info.filename!r} is not named as Moodle names a download "
-                        "(<Full Name>_<participant id>_assignsubmission_file_...)"
-                    )
-                h = handed.setdefault(m["pid"], Handed("moodle", m["pid"], (m["name"],)))
-                file_name = PurePosixPath(m["file"]).name
-            else:
+            if kind not in NAMING:
                 raise ValueError(f"--lms must be canvas, moodle or folder, not {kind!r}")
+            m = _match(kind, info.filename)
+            if not m or not m["file"]:
+                raise ValueError(
+                    f"{path}: {info.filename!r} is not named as {kind.title()} names a download "
+                    + NAMING[kind][1]
+                )
+            h = handed.setdefault(m["id"], Handed(kind, m["id"], (m["name"],)))
+            h.late_by_lms |= bool(m.groupdict().get("late"))
+            file_name = PurePosixPath(m["file"]).name
             when = dt.datetime(*info.date_time, tzinfo=tz)
             if file_name.endswith(".zip") and info.file_size <= MAX_NOTEBOOK_BYTES:
                 _read_inner_zip(h, file_name, archive.read(info), when)
@@ -152,11 +130,14 @@ def _junk(name: str) -> bool:
     return any(p.startswith(".") or p == "__MACOSX" for p in parts)  # .ipynb_checkpoints too
 
 
+def _match(kind: str, name: str) -> re.Match | None:
+    return next(filter(None, (re.match(p, name) for p in NAMING[kind][0])), None)
+
+
 def _guess(names: list[str], path: Path) -> str:
-    if names and all(MOODLE_FOLDER.match(n) or MOODLE.match(n) for n in names):
-        return "moodle"
-    if names and all(CANVAS.match(n) for n in names):
-        return "canvas"
+    for kind in ("moodle", "canvas"):
+        if names and all(_match(kind, n) for n in names):
+            return kind
     raise ValueError(
         f"{path}: cannot tell which LMS made this archive from its file names (first: "
         f"{names[0] if names else 'none'!r}); pass --lms canvas or --lms moodle"
@@ -215,11 +196,10 @@ def collect(
     for h in handed:
         student, note = _who(roster, h, taken)
         taken.add(student.student_id)
-        row = Row(student.student_id, h.lms, h.lms_id)
-        row.handed_in = " | ".join(f.name for f in h.files)
+        row = Row(student.student_id, h.lms, h.lms_id, " | ".join(f.name for f in h.files))
+        rows.append(row)
         if student.dropped:  # what a dropped student hands in stays in the download only
             row.status, row.note = "dropped", f"dropped ({student.dropped}): not collected"
-            rows.append(row)
             continue
         notes = ([note] if note else []) + h.notes
         if h.skipped:
@@ -230,7 +210,6 @@ def collect(
         if not files:
             row.status = "no notebook"
             row.note = "; ".join(notes + ["no notebook was handed in"])
-            rows.append(row)
             continue
         older = [f for f in h.files if not any(f is c for c in files.values())]
         if older:
@@ -246,7 +225,6 @@ def collect(
         row.collected_as = " | ".join(files)
         when = max((f.when for f in files.values() if f.when), default=None)
         row.submitted_at = when.isoformat() if when else ""
-        folder = course.submitted / student.student_id / assignment
         rec = record.Record(
             handed_in={name: f.name for name, f in files.items()},
             submitted_at=row.submitted_at,
@@ -255,17 +233,14 @@ def collect(
             late_by_lms=h.late_by_lms,
             download=str(Path(download).resolve()),
         )
-        row.status = _place(course, folder, files, rec, stamp)
+        row.status = _place(course, student.student_id, assignment, files, rec, stamp)
         if row.status == "replaced":
             notes.append(f"the earlier collection is kept in superseded/{student.student_id}/")
         row.note = "; ".join(notes)
-        rows.append(row)
-    for sid in roster:
-        if sid not in taken:
-            folder = course.submitted / sid / assignment
-            status = "kept" if folder.is_dir() else "nothing handed in"
-            note = "not in this download; the earlier collection stays" if folder.is_dir() else ""
-            rows.append(Row(sid, status=status, note=note))
+    for sid in (s for s in roster if s not in taken):
+        kept = (course.submitted / sid / assignment).is_dir()
+        note = "not in this download; the earlier collection stays" if kept else ""
+        rows.append(Row(sid, status="kept" if kept else "nothing handed in", note=note))
     roster.save()
     _write_rows(course, assignment, rows)
     return rows
@@ -280,10 +255,8 @@ def _who(roster: Roster, h: Handed, taken: set[str]) -> tuple[Student, str]:
         if h.lms in ("canvas", "moodle") and not getattr(found, f"{h.lms}_id"):
             setattr(found, f"{h.lms}_id", h.lms_id)
         return found, ""
-    base = safe_id(h.names[0]) if h.names else safe_id(h.lms_id)
-    sid = base
-    if sid in roster or sid in taken:
-        sid = f"{base}-{h.lms_id}"
+    base = safe_id(h.names[0] if h.names else h.lms_id)
+    sid = f"{base}-{h.lms_id}" if base in roster or base in taken else base
     new = Student(student_id=sid, name=h.names[0] if h.lms == "moodle" else "")
     if h.lms in ("canvas", "moodle"):
         setattr(new, f"{h.lms}_id", h.lms_id)
@@ -319,15 +292,16 @@ def safe_file(name: str) -> str:
     return stem + ".ipynb"
 
 
-def _place(course, folder: Path, files: dict[str, File], rec: record.Record, stamp) -> str:
+def _place(course, student: str, assignment: str, files: dict[str, File], rec, stamp) -> str:
     """Write the student's folder; an earlier, different one is moved to superseded/ first."""
+    folder = course.submitted / student / assignment
     new = {name: f.data for name, f in files.items()}
     status = "collected"
     if folder.is_dir():
         old = {p.name: p.read_bytes() for p in folder.glob("*.ipynb")}
         if old == new:
             return "unchanged"
-        target = course.grading / "superseded" / folder.parent.name / folder.name / stamp
+        target = course.grading / "superseded" / student / assignment / stamp
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(folder), str(target))
         status = "replaced"

@@ -1,16 +1,9 @@
-"""Hand grades from a CSV, for instructors who grade offline (instead of the formgrader).
-
-    python -m autograder.instructor handgrades ch04_self_attention marks.csv
-
-The CSV has a header and the columns ``student, cell, score, comment`` (comment may be empty or
-absent; an empty score with a comment sets the comment only). ``cell`` is a grade id, the name the
-grades CSV uses for its column (``scaling_gradients_answer``). Every line is checked before
-anything is written: an unknown student or cell, a score that is not a number or is outside the
-cell's 0..points, a comment for a cell that takes none, or a cell named twice for one student
-stops the import with every problem named by its line, and the gradebook is left as it was.
-A score on an autograded cell overrides the grader's (nbgrader keeps both; a re-grade keeps the
-hand-given one): the import says so, cell by cell. Then the reports are rewritten from the
-gradebook; ``feedback`` refreshes the students' pages.
+"""Hand grades from a CSV (``student,cell,score,comment``; ``cell`` a grade id), for instructors
+who grade offline instead of in the formgrader. An empty score with a comment sets the comment
+only. Every line is checked before anything is written: one problem stops the import, the
+gradebook left as it was. A score on an autograded cell overrides the grader's (nbgrader keeps
+both; a re-grade keeps the hand-given one), and the import says so. Then the reports are
+rewritten from the gradebook; ``feedback`` refreshes the students' pages.
 """
 
 from __future__ import annotations

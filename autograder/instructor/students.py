@@ -1,15 +1,8 @@
 """Dropping, renaming or extending one student, everywhere at once: folders, gradebook, roster,
-extensions, reports.
-
-    python -m autograder.instructor drop STUDENT
-    python -m autograder.instructor rename OLD NEW
-    python -m autograder.instructor extend ASSIGNMENT STUDENT "2027-03-18 23:59"
-
-A dropped student's folders (submitted, autograded, feedback) and gradebook grades (as JSON) are
-moved to ``<grading>/dropped/<student>/<time>/``: nothing they handed in is deleted. Their rows
-leave every report; the roster keeps them, marked ``dropped``, so that ``collect`` skips what they
-hand in later (empty the mark to take them back). A renamed student keeps everything under the
-new id.
+extensions, reports. A dropped student's folders and gradebook grades (as JSON) are moved to
+``<grading>/dropped/<student>/<time>/``: nothing they handed in is deleted. Their rows leave every
+report; the roster keeps them, marked ``dropped``, so that ``collect`` skips what they hand in
+later (empty the mark to take them back).
 """
 
 from __future__ import annotations
