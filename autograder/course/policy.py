@@ -1,19 +1,9 @@
-"""Due dates and the late policy, read from the one place they are set: ``nbgrader_config.py``.
+"""Due dates and the late policy, read from the one place they are set, ``c.AttentionCourse`` in
+``nbgrader_config.py`` (``timezone``, ``due_dates``, ``late_policy``; the instructor guide says
+what they mean), and the students' extensions, ``<grading>/extensions.csv``.
 
-    c.AttentionCourse.timezone = "Asia/Seoul"
-    c.AttentionCourse.due_dates = {"ch04_self_attention": "2027-03-15 23:59"}
-    c.AttentionCourse.late_policy = {"grace_minutes": 15, "per_day": 0.1, "max_days": 7}
-
-A submission's time is its record's (:mod:`.record`: the LMS archive's upload time, or nbgrader's
-``timestamp.txt``). Times and due dates written without a zone are in ``timezone``.
-
-The penalty is a share of the assignment's maximum, so that it does not move when a written
-answer is graded by hand later. A submission more than ``grace_minutes`` after the due date loses
-``per_day`` of the maximum for every day or part of a day since the due date, and the whole
-maximum after ``max_days`` (the score is never below 0).
-With no due date, nothing is late; with ``per_day = 0``, lateness is reported and not penalised.
-A student's extension (``python -m autograder.instructor extend``, kept in
-``<grading>/extensions.csv``) replaces the due date for that student and assignment.
+A submission's time is its record's (:mod:`.record`). The penalty is a share of the assignment's
+maximum, so that it does not move when a written answer is graded by hand later.
 """
 
 from __future__ import annotations
@@ -42,13 +32,9 @@ class Lateness:
         return self.late_by > dt.timedelta(0)
 
     def describe(self) -> str:
-        if self.due is None:
-            return ""
-        if self.submitted is None:
+        if self.due is not None and self.submitted is None:
             return "no submission time (timestamp.txt) to compare with the due date"
-        if not self.late:
-            return ""
-        return f"late by {_duration(self.late_by)}; penalty {self.penalty:g}"
+        return f"late by {_duration(self.late_by)}; penalty {self.penalty:g}" if self.late else ""
 
 
 @dataclass(frozen=True)

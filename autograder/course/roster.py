@@ -1,16 +1,7 @@
-"""Who the students are: ``<grading>/roster.csv``, one row per student.
-
-Columns (a header row; only ``student_id`` is required, the others may be empty)::
-
-    student_id,name,email,canvas_id,moodle_id,sis_id,dropped
-
-``student_id`` names the student's folders and gradebook entry (letters, digits, ``_``, ``-``,
-``.``). ``canvas_id`` is the Canvas user id, ``moodle_id`` the number of Moodle's "Participant"
-identifier of the assignment; ``collect`` uses them (and the names) to find a download's owner,
-and ``export`` to write grades the LMS can import. Every student on the roster gets a row in the
-grades, whether or not they handed anything in, unless ``dropped`` says when they were dropped
-(``python -m autograder.instructor drop``): ``collect`` then skips what they hand in, and they
-leave the grades and the exports. Iterating a roster gives the students not dropped.
+"""Who the students are: ``<grading>/roster.csv``, a header row and one row per student, the
+columns :class:`Student`'s (only ``student_id`` required). ``collect`` finds a download's owner
+by LMS id or name, ``export`` writes the LMS ids back. Every student on the roster gets a row in
+the grades unless ``dropped`` says when they were dropped.
 """
 
 from __future__ import annotations
@@ -41,8 +32,7 @@ COLUMNS = [f.name for f in fields(Student)]
 
 
 def safe_id(text: str) -> str:
-    """A student id made from a name: letters (any script), digits, '-', '_' and '.'.
-    Example: 'Jane  Doe' -> 'jane-doe'"""
+    """A student id made from a name: 'Jane  Doe' -> 'jane-doe'."""
     text = unicodedata.normalize("NFC", text).strip().lower()
     text = re.sub(r"[^\w.-]+", "-", text).strip("-.")
     return text or "student"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import re
 import shutil
 import zipfile
@@ -105,8 +106,6 @@ def read_download(path: Path, lms: str | None = None, tz: dt.tzinfo = dt.UTC) ->
 
 def _read_inner_zip(h: Handed, zip_name: str, data: bytes, when) -> None:
     """A student who zipped their folder: the notebooks inside, at any depth, are theirs."""
-    import io
-
     try:
         inner = zipfile.ZipFile(io.BytesIO(data))
         entries = [i for i in inner.infolist() if not i.is_dir() and not _junk(i.filename)]
@@ -126,8 +125,8 @@ def _read_inner_zip(h: Handed, zip_name: str, data: bytes, when) -> None:
 
 
 def _junk(name: str) -> bool:
-    parts = PurePosixPath(name).parts
-    return any(p.startswith(".") or p == "__MACOSX" for p in parts)  # .ipynb_checkpoints too
+    # .ipynb_checkpoints too
+    return any(p.startswith(".") or p == "__MACOSX" for p in PurePosixPath(name).parts)
 
 
 def _match(kind: str, name: str) -> re.Match | None:

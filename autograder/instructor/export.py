@@ -39,14 +39,14 @@ def export(course, assignment: str, lms: str, column: str | None = None) -> tupl
     no_id = sorted(s for s in roster if not getattr(roster.students[s], f"{lms}_id"))
     if no_id:
         warnings.append(f"no {lms}_id on the roster, not exported: {', '.join(no_id)}")
-    folder = course.grading / "exports"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{assignment}-{lms}.csv"
-    title = column or assignment
+    path = course.grading / "exports" / f"{assignment}-{lms}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         if lms == "canvas":
-            writer.writerow(["Student", "ID", "SIS User ID", "SIS Login ID", "Section", title])
+            writer.writerow(
+                ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", column or assignment]
+            )
             writer.writerow(["Points Possible", "", "", "", "", f"{max_score:g}"])
         else:
             writer.writerow(["Identifier", "Full name", "Email address", "Grade", "Maximum Grade"])

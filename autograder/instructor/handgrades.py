@@ -46,9 +46,7 @@ def read_hand_grades(path: Path) -> list[HandGrade]:
     reader.fieldnames = header
     out, problems = [], []
     for line, row in enumerate(reader, start=2):
-        student = (row.get("student") or "").strip()
-        cell = (row.get("cell") or "").strip()
-        raw = (row.get("score") or "").strip()
+        student, cell, raw = ((row.get(c) or "").strip() for c in COLUMNS[:3])
         comment = row.get("comment")
         if not student and not cell and not raw and not (comment or "").strip():
             continue  # a blank line

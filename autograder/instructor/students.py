@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+from dataclasses import replace
 
 from autograder.course import grades
 from autograder.course import policy as late_policy
@@ -67,7 +68,7 @@ def drop(course, student: str) -> str:
     # The roster keeps the student, marked dropped, so that collect skips them from now on.
     roster.add(Student(student_id=student)).dropped = stamp
     roster.save()
-    _edit_reports(course, lambda rows: [r for r in rows if r["student"] != student])
+    _edit_reports(course, lambda rows: [r for r in rows if r.student != student])
     return str(target)
 
 
@@ -100,29 +101,22 @@ def rename(course, old: str, new: str) -> None:
                 gb.remove_student(old)
     late_policy.rename_student(course.extensions_path, old, new)
     roster = course.roster()
-    if old in roster:
-        entry = roster.students.pop(old)
+    if (entry := roster.students.pop(old, None)) is not None:
         entry.student_id = new
         roster.students[new] = entry
         roster.save()
     _edit_reports(
-        course, lambda rows: [{**r, "student": new} if r["student"] == old else r for r in rows]
+        course, lambda rows: [replace(r, student=new) if r.student == old else r for r in rows]
     )
 
 
 def _edit_reports(course, edit) -> None:
-    """Apply `edit` to the rows of every assignment's report, and write the reports again."""
-    from autograder.reporting.reports import StudentResult, write_reports
+    """Every assignment's reports written again, `edit` applied to their rows."""
+    from autograder.reporting.reports import read_rows, write_reports
 
     for path in sorted(course.reports.glob("*.json")):
-        try:
-            rows = json.loads(path.read_text())
-        except ValueError:
-            continue
-        if not isinstance(rows, list):
-            continue
-        results = [StudentResult(**row) for row in edit(rows)]
-        write_reports(course, path.stem, results)
+        if rows := read_rows(course, path.stem):
+            write_reports(course, path.stem, edit(rows))
 
 
 def extend(course, assignment: str, student: str, due: str) -> str:
