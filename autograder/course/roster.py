@@ -101,11 +101,9 @@ class Roster:
         """The student with this LMS id, else the one whose name matches one of `names`
         (compared without case, spaces or punctuation), else None. A name two students share
         finds no one: ids must then be in the roster."""
-        column = f"{lms}_id"
-        if lms_id:
-            for s in self.students.values():
-                if getattr(s, column, "") == lms_id:
-                    return s
+        for s in self.students.values():
+            if lms_id and getattr(s, f"{lms}_id", "") == lms_id:
+                return s
         keys = {name_key(n) for n in names if n}
         matches = [
             s
@@ -116,11 +114,8 @@ class Roster:
 
     def add(self, student: Student) -> Student:
         """Add a student, or fill in the empty fields of the one with the same id."""
-        old = self.students.get(student.student_id)
-        if old is None:
-            self.students[student.student_id] = student
-            return student
+        old = self.students.setdefault(student.student_id, student)
         for k in COLUMNS:
-            if not getattr(old, k) and getattr(student, k):
+            if not getattr(old, k):
                 setattr(old, k, getattr(student, k))
         return old

@@ -103,12 +103,7 @@ def _collect(course, args) -> int:
 
     tz = ZoneInfo(args.archive_timezone) if args.archive_timezone else None
     rows = collect(
-        course,
-        args.assignment,
-        Path(args.download),
-        roster_path=Path(args.roster) if args.roster else None,
-        lms=args.lms,
-        tz=tz,
+        course, args.assignment, Path(args.download), roster_csv=args.roster, lms=args.lms, tz=tz
     )
     width = max((len(r.student_id) for r in rows), default=7)
     for r in rows:

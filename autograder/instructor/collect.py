@@ -24,20 +24,14 @@ from autograder.course.roster import Roster, Student, safe_id
 __all__ = ["Handed", "collect", "read_download"]
 
 MAX_NOTEBOOK_BYTES = 100 * 2**20  # a notebook with every output is a few MB; a zip bomb is not
-# How each LMS names an archive's entries (the student's name and LMS id, the file), and what
-# an entry named otherwise is told to look like.
-NAMING = {
-    "canvas": (
-        [r"^(?P<name>[^_/]+)_(?:(?P<late>LATE)_)?(?P<id>\d+)_\d+_(?P<file>[^/]+)$"],
-        "(<lastfirst>_<user id>_<submission id>_<file>); is this a Canvas archive?",
-    ),
-    "moodle": (
-        [
-            r"^(?P<name>[^/]+?)_(?P<id>\d+)_assignsubmission_file_?/(?P<file>.+)$",
-            r"^(?P<name>[^/]+?)_(?P<id>\d+)_assignsubmission_file_?(?:/|_)?(?P<file>[^/]*)$",
-        ],
-        "(<Full Name>_<participant id>_assignsubmission_file_...)",
-    ),
+# How each LMS names an archive's entries: the student's name and LMS id, then the file.
+CANVAS = re.compile(r"^(?P<name>[^_/]+)_(?:(?P<late>LATE)_)?(?P<id>\d+)_\d+_(?P<file>[^/]+)$")
+MOODLE_FOLDER = re.compile(r"^(?P<name>[^/]+?)_(?P<id>\d+)_assignsubmission_file_?/(?P<file>.+)$")
+MOODLE = re.compile(r"^(?P<name>[^/]+?)_(?P<id>\d+)_assignsubmission_file_?[/_]?(?P<file>[^/]*)$")
+NAMING = {"canvas": (CANVAS,), "moodle": (MOODLE_FOLDER, MOODLE)}
+NAMED_AS = {  # what an error says an entry should look like
+    "canvas": "(<lastfirst>_<user id>_<submission id>_<file>); is this a Canvas archive?",
+    "moodle": "(<Full Name>_<participant id>_assignsubmission_file_...)",
 }
 RESUBMITTED = re.compile(r"-\d+(?=\.ipynb$)")
 
@@ -85,7 +79,7 @@ def read_download(path: Path, lms: str | None = None, tz: dt.tzinfo = dt.UTC) ->
             if not m or not m["file"]:
                 raise ValueError(
                     f"{path}: {info.filename!r} is not named as {kind.title()} names a download "
-                    + NAMING[kind][1]
+                    + NAMED_AS[kind]
                 )
             h = handed.setdefault(m["id"], Handed(kind, m["id"], (m["name"],)))
             h.late_by_lms |= bool(m.groupdict().get("late"))
@@ -130,7 +124,7 @@ def _junk(name: str) -> bool:
 
 
 def _match(kind: str, name: str) -> re.Match | None:
-    return next(filter(None, (re.match(p, name) for p in NAMING[kind][0])), None)
+    return next(filter(None, (p.match(name) for p in NAMING[kind])), None)
 
 
 def _guess(names: list[str], path: Path) -> str:
@@ -171,7 +165,7 @@ def collect(
     assignment: str,
     download: Path,
     *,
-    roster_path: Path | None = None,
+    roster_csv: str | None = None,
     lms: str | None = None,
     tz: dt.tzinfo | None = None,
 ) -> list[Row]:
@@ -185,8 +179,8 @@ def collect(
         )
     tz = tz or course.policy().timezone
     roster = course.roster()
-    if roster_path is not None:
-        for student in Roster.load(Path(roster_path)).students.values():
+    if roster_csv:
+        for student in Roster.load(Path(roster_csv)).students.values():
             roster.add(student)
     handed = read_download(Path(download), lms, tz)
     rows: list[Row] = []
