@@ -70,8 +70,7 @@ class Course:
         root = Path(root).resolve()
         if not (root / "nbgrader_config.py").is_file():
             raise SystemExit(f"error: {root} has no nbgrader_config.py; pass --course COURSE_ROOT")
-        config = load_config(root)
-        cd = config.CourseDirectory
+        cd = load_config(root).CourseDirectory
         course_root = Path(cd.get("root", root))
         db_url = cd.get("db_url", f"sqlite:///{course_root / 'gradebook.db'}")
         if not db_url.startswith("sqlite:///"):

@@ -71,8 +71,7 @@ class Policy:
                     "offset, '2027-03-15T23:59+09:00'"
                 ) from None
         late = {**DEFAULT_LATE_POLICY, **dict(section.get("late_policy", {}))}
-        unknown = set(late) - set(DEFAULT_LATE_POLICY)
-        if unknown:
+        if unknown := set(late) - set(DEFAULT_LATE_POLICY):
             raise ValueError(
                 f"c.AttentionCourse.late_policy has unknown keys {sorted(unknown)}; it takes "
                 f"{sorted(DEFAULT_LATE_POLICY)}"
@@ -128,10 +127,8 @@ class Policy:
         if late_by <= self.grace:
             return Lateness(submitted, due, dt.timedelta(0), 0.0)
         days = late_by / dt.timedelta(days=1)
-        if self.max_days is not None and days > self.max_days:
-            share = 1.0
-        else:
-            share = min(1.0, self.per_day * math.ceil(days))
+        past_max = self.max_days is not None and days > self.max_days
+        share = 1.0 if past_max else min(1.0, self.per_day * math.ceil(days))
         return Lateness(submitted, due, late_by, round(share * max_score, 6))
 
 

@@ -62,8 +62,7 @@ class Roster:
                     f"{path}: the first row must name the columns, one of them student_id "
                     f"(columns: {','.join(COLUMNS)})"
                 )
-            unknown = set(reader.fieldnames) - set(COLUMNS)
-            if unknown:
+            if unknown := set(reader.fieldnames) - set(COLUMNS):
                 raise ValueError(
                     f"{path}: unknown columns {sorted(unknown)}; the roster has {COLUMNS}"
                 )
@@ -86,8 +85,7 @@ class Roster:
         with tmp.open("w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, COLUMNS)
             writer.writeheader()
-            for sid in sorted(self.students):
-                writer.writerow(asdict(self.students[sid]))
+            writer.writerows(asdict(self.students[sid]) for sid in sorted(self.students))
         tmp.replace(self.path)
 
     def __contains__(self, student_id: str) -> bool:

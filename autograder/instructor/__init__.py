@@ -6,8 +6,7 @@ walks the week).
   ``<student>.ipynb`` files, into ``<grading>/submitted/<student>/<assignment>/``;
 - :mod:`.students`: dropping, renaming or extending one student everywhere at once;
 - :mod:`.handgrades`: hand grades from a CSV (student, cell, score, comment) into the gradebook;
-- :mod:`.export`: a CSV shaped for the LMS's gradebook import;
-- ``feedback`` (in :mod:`.__main__`): the students' pages again, after hand grading.
+- :mod:`.export`: a CSV shaped for the LMS's gradebook import.
 
 The roster, the late policy, the submission record and the gradebook's scores are the course
 layer's (``autograder.course``), which the grader uses too.

@@ -62,17 +62,21 @@ def read_download(path: Path, lms: str | None = None, tz: dt.tzinfo = dt.UTC) ->
     if path.is_dir():
         if lms not in (None, "folder"):
             raise ValueError(f"{path} is a folder; --lms {lms} reads a zip archive")
-        return _read_folder(path)
+        # no upload time: a file's modification time says when it was copied, not handed in
+        students = [
+            Handed("folder", nb.stem, (nb.stem,), [File(nb.name, nb.read_bytes(), None)])
+            for nb in sorted(path.glob("*.ipynb"))
+        ]
+        if not students:
+            raise ValueError(f"{path} holds no .ipynb file (expected <student>.ipynb files)")
+        return students
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path} is neither a folder nor a zip archive")
     with zipfile.ZipFile(path) as archive:
-        entries = [i for i in archive.infolist() if not i.is_dir()]
-        names = [i.filename for i in entries if not _junk(i.filename)]
-        kind = lms or _guess(names, path)
+        entries = [i for i in archive.infolist() if not i.is_dir() and not _junk(i.filename)]
+        kind = lms or _guess([i.filename for i in entries], path)
         handed: dict[str, Handed] = {}
         for info in entries:
-            if _junk(info.filename):
-                continue
             if kind not in NAMING:
                 raise ValueError(f"--lms must be canvas, moodle or folder, not {kind!r}")
             m = _match(kind, info.filename)
@@ -87,14 +91,12 @@ def read_download(path: Path, lms: str | None = None, tz: dt.tzinfo = dt.UTC) ->
             when = dt.datetime(*info.date_time, tzinfo=tz)
             if file_name.endswith(".zip") and info.file_size <= MAX_NOTEBOOK_BYTES:
                 _read_inner_zip(h, file_name, archive.read(info), when)
-                continue
-            if not file_name.endswith(".ipynb"):
+            elif not file_name.endswith(".ipynb"):
                 h.skipped.append(f"{file_name} (not a notebook)")
-                continue
-            if info.file_size > MAX_NOTEBOOK_BYTES:
+            elif info.file_size > MAX_NOTEBOOK_BYTES:
                 h.skipped.append(f"{file_name} ({info.file_size} bytes: too large for a notebook)")
-                continue
-            h.files.append(File(file_name, archive.read(info), when))
+            else:
+                h.files.append(File(file_name, archive.read(info), when))
     return sorted(handed.values(), key=lambda h: h.lms_id)
 
 
@@ -135,17 +137,6 @@ def _guess(names: list[str], path: Path) -> str:
         f"{path}: cannot tell which LMS made this archive from its file names (first: "
         f"{names[0] if names else 'none'!r}); pass --lms canvas or --lms moodle"
     )
-
-
-def _read_folder(path: Path) -> list[Handed]:
-    # no upload time: a file's modification time says when it was copied, not handed in
-    out = [
-        Handed("folder", nb.stem, (nb.stem,), [File(nb.name, nb.read_bytes(), None)])
-        for nb in sorted(path.glob("*.ipynb"))
-    ]
-    if not out:
-        raise ValueError(f"{path} holds no .ipynb file (expected <student>.ipynb files)")
-    return out
 
 
 @dataclass
@@ -201,8 +192,7 @@ def collect(
             notes.append(f"{h.lms} marked it late")
         files = _choose(h.files, released)
         if not files:
-            row.status = "no notebook"
-            row.note = "; ".join(notes + ["no notebook was handed in"])
+            row.status, row.note = "no notebook", "; ".join(notes + ["no notebook was handed in"])
             continue
         older = [f for f in h.files if not any(f is c for c in files.values())]
         if older:
@@ -211,8 +201,7 @@ def collect(
                 f"{len(older) + len(files)} notebooks handed in; "
                 f"{', '.join(f.name for f in older)} not collected (kept in {kept}/)"
             )
-        renamed = [f"{f.name} as {name}" for name, f in files.items() if f.name != name]
-        if renamed:
+        if renamed := [f"{f.name} as {name}" for name, f in files.items() if f.name != name]:
             only = "the latest notebook" if older else "the only notebook handed in"
             notes.append("collected " + ", ".join(renamed) + f" ({only})")
         row.collected_as = " | ".join(files)
@@ -291,8 +280,7 @@ def _place(course, student: str, assignment: str, files: dict[str, File], rec, s
     new = {name: f.data for name, f in files.items()}
     status = "collected"
     if folder.is_dir():
-        old = {p.name: p.read_bytes() for p in folder.glob("*.ipynb")}
-        if old == new:
+        if {p.name: p.read_bytes() for p in folder.glob("*.ipynb")} == new:
             return "unchanged"
         target = course.grading / "superseded" / student / assignment / stamp
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -33,11 +33,9 @@ def export(course, assignment: str, lms: str, column: str | None = None) -> tupl
     warnings = [
         f"{sid}: {why}" for sid in roster if (why := _check(rows.get(sid), scores.get(sid, 0.0)))
     ]
-    unknown = sorted(s for s in scores if s not in roster)
-    if unknown:
+    if unknown := sorted(s for s in scores if s not in roster):
         warnings.append(f"graded but not on the roster, not exported: {', '.join(unknown)}")
-    no_id = sorted(s for s in roster if not getattr(roster.students[s], f"{lms}_id"))
-    if no_id:
+    if no_id := sorted(s for s in roster if not getattr(roster.students[s], f"{lms}_id")):
         warnings.append(f"no {lms}_id on the roster, not exported: {', '.join(no_id)}")
     path = course.grading / "exports" / f"{assignment}-{lms}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,8 +74,7 @@ def _check(row, grade: float | None) -> str:
         why.append("nothing was answered")
     elif row.unanswered:
         why.append(f"unanswered: {', '.join(row.unanswered)}")
-    if row.findings or row.integrity:
-        n = len(row.findings) + len(row.integrity)
+    if n := len(row.findings) + len(row.integrity):
         why.append(f"flagged for review ({n} finding{'s' * (n > 1)}; see the -report.md)")
     if row.needs_manual:
         why.append(f"waiting for hand grading: {', '.join(row.needs_manual)}")

@@ -37,8 +37,7 @@ def read_hand_grades(path: Path) -> list[HandGrade]:
         raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
     reader = csv.DictReader(text.splitlines())
     header = [h.strip().lower() for h in (reader.fieldnames or [])]
-    missing = [c for c in COLUMNS[:3] if c not in header]
-    if missing:
+    if missing := [c for c in COLUMNS[:3] if c not in header]:
         raise ValueError(
             f"{path}: the first line must name the columns student,cell,score[,comment]; "
             f"{', '.join(missing)} missing (found: {', '.join(header) or 'nothing'})"
@@ -80,43 +79,37 @@ def import_hand_grades(course: Course, assignment: str, path: Path) -> list[str]
     with grades.graded(course, assignment) as (gb, a):
         graded = {s.student.id for s in a.submissions}
         for r in rows:
-            where = f"line {r.line}"
+            # first: the line that first gave this student and cell (an unknown one fails earlier)
+            cell, first = cells.get(r.cell), seen.setdefault((r.student, r.cell), r.line)
+            why = ""
             if r.student not in graded:
-                problems.append(
-                    f"{where}: no graded submission of {r.student!r} for {assignment} "
+                why = (
+                    f"no graded submission of {r.student!r} for {assignment} "
                     f"(graded: {', '.join(sorted(graded)) or 'nobody'})"
                 )
-                continue
-            cell = cells.get(r.cell)
-            if cell is None:
-                problems.append(
-                    f"{where}: {assignment} has no graded cell {r.cell!r}; the cells are "
+            elif cell is None:
+                why = (
+                    f"{assignment} has no graded cell {r.cell!r}; the cells are "
                     f"{', '.join(sorted(cells))}"
                 )
-                continue
-            if (r.student, r.cell) in seen:
-                problems.append(
-                    f"{where}: {r.student}, {r.cell} was given on line {seen[r.student, r.cell]}"
-                )
-                continue
-            seen[r.student, r.cell] = r.line
-            if r.score is not None and not 0 <= r.score <= cell.points:
-                problems.append(
-                    f"{where}: the score {r.score:g} for {r.cell} is outside 0..{cell.points:g}"
-                )
-                continue
-            grade = gb.find_grade(r.cell, cell.notebook, assignment, r.student)
-            comment = None
-            if r.comment is not None:
-                try:
-                    comment = gb.find_comment(r.cell, cell.notebook, assignment, r.student)
-                except MissingEntry:
-                    problems.append(
-                        f"{where}: {r.cell} takes no comment (comments go on written answers "
-                        "and solution cells)"
-                    )
-                    continue
-            todo.append((r, cell, grade, comment))
+            elif first != r.line:
+                why = f"{r.student}, {r.cell} was given on line {first}"
+            elif r.score is not None and not 0 <= r.score <= cell.points:
+                why = f"the score {r.score:g} for {r.cell} is outside 0..{cell.points:g}"
+            else:
+                grade = gb.find_grade(r.cell, cell.notebook, assignment, r.student)
+                comment = None
+                if r.comment is not None:
+                    try:
+                        comment = gb.find_comment(r.cell, cell.notebook, assignment, r.student)
+                    except MissingEntry:
+                        why = (
+                            f"{r.cell} takes no comment (comments go on written answers and "
+                            "solution cells)"
+                        )
+                todo.append((r, cell, grade, comment))  # applied only if no line has a problem
+            if why:
+                problems.append(f"line {r.line}: {why}")
         if problems:
             raise ValueError(f"{path}: nothing was imported:\n  " + "\n  ".join(problems))
         for r, cell, grade, comment in todo:

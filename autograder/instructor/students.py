@@ -12,9 +12,11 @@ import json
 import shutil
 from dataclasses import replace
 
-from autograder.course import grades
+from autograder.course import grades, record
 from autograder.course import policy as late_policy
 from autograder.course.roster import _ID, Student
+from autograder.engine.gradebook import set_penalty
+from autograder.reporting.reports import read_rows, refresh_reports, write_reports
 
 __all__ = ["drop", "extend", "rename"]
 
@@ -112,8 +114,6 @@ def rename(course, old: str, new: str) -> None:
 
 def _edit_reports(course, edit) -> None:
     """Every assignment's reports written again, `edit` applied to their rows."""
-    from autograder.reporting.reports import read_rows, write_reports
-
     for path in sorted(course.reports.glob("*.json")):
         if rows := read_rows(course, path.stem):
             write_reports(course, path.stem, edit(rows))
@@ -122,10 +122,6 @@ def _edit_reports(course, edit) -> None:
 def extend(course, assignment: str, student: str, due: str) -> str:
     """Give `student` until `due` for `assignment` ("" takes the extension back), and charge
     their graded submission the late penalty again; what changed, in one line."""
-    from autograder.course import record
-    from autograder.engine.gradebook import set_penalty
-    from autograder.reporting.reports import refresh_reports
-
     _known(course, student)
     tz = course.policy().timezone
     when = late_policy.extend(course.extensions_path, assignment, student, due, tz)
