@@ -76,14 +76,11 @@ class Course:
         if not db_url.startswith("sqlite:///"):
             raise SystemExit(f"error: the batch grader needs an SQLite gradebook, got {db_url}")
         db_path = Path(db_url.removeprefix("sqlite:///"))
+        folders = ("source", "release", "submitted", "autograded", "feedback")  # nbgrader's names
         return cls(
             root=course_root,
-            source=course_root / cd.get("source_directory", "source"),
-            release=course_root / cd.get("release_directory", "release"),
-            submitted=course_root / cd.get("submitted_directory", "submitted"),
-            autograded=course_root / cd.get("autograded_directory", "autograded"),
-            feedback=course_root / cd.get("feedback_directory", "feedback"),
             db_path=db_path if db_path.is_absolute() else course_root / db_path,
+            **{name: course_root / cd.get(f"{name}_directory", name) for name in folders},
         )
 
 

@@ -58,7 +58,6 @@ def gradebook(course):
 
 @dataclass(frozen=True)
 class Submission:
-    student: str
     raw_score: float  # the gradebook's total, hand-given scores included
     penalty: float  # the late penalty, in points
     max_score: float
@@ -104,7 +103,6 @@ def read(course, assignment: str) -> tuple[dict[str, Submission], float]:
                     elif g.score is not None:
                         cells[g.cell.name] = float(g.score)
             out[sub.student.id] = Submission(
-                student=sub.student.id,
                 raw_score=float(sub.score or 0.0),
                 penalty=float(sub.late_submission_penalty or 0.0),
                 max_score=float(sub.max_score or 0.0),

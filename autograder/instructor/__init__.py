@@ -2,8 +2,7 @@
 (``python -m autograder.instructor --help``, or the Makefile's targets; the instructor guide
 walks the week).
 
-- :mod:`.collect`: Canvas and Moodle "download all submissions" archives, or a folder of
-  ``<student>.ipynb`` files, into ``<grading>/submitted/<student>/<assignment>/``;
+- :mod:`.collect`: an LMS's download into ``<grading>/submitted/<student>/<assignment>/``;
 - :mod:`.students`: dropping, renaming or extending one student everywhere at once;
 - :mod:`.handgrades`: hand grades from a CSV (student, cell, score, comment) into the gradebook;
 - :mod:`.export`: a CSV shaped for the LMS's gradebook import.

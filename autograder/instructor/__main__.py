@@ -1,5 +1,4 @@
-"""python -m autograder.instructor collect | handgrades | feedback | export | extend | drop |
-rename (see __init__.py)."""
+"""python -m autograder.instructor COMMAND: the commands of __init__.py, and feedback."""
 
 from __future__ import annotations
 
@@ -95,11 +94,10 @@ def _collect(course, args) -> None:
     width = max((len(r.student_id) for r in rows), default=7)
     for r in rows:
         print(f"{r.student_id:<{width}}  {r.status:<17}  {r.collected_as or '-'}  {r.note}")
-    counts = sorted(Counter(r.status for r in rows).items())
+    counts = Counter(r.status for r in rows)
+    summary = ", ".join(f"{counts[status]} {status}" for status in sorted(counts))
     listing = course.reports / COLLECT_TABLE.format(assignment=args.assignment)
-    print(
-        f"{args.assignment}: {', '.join(f'{n} {s}' for s, n in counts)}; the list is in {listing}"
-    )
+    print(f"{args.assignment}: {summary}; the list is in {listing}")
 
 
 if __name__ == "__main__":

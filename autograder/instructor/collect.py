@@ -1,10 +1,9 @@
 """Turn an LMS download (a Canvas or Moodle zip, read in memory and never changed, or a folder
-of ``<student>.ipynb``) into the grader's layout, ``<grading>/submitted/<student>/<assignment>/``:
-the notebook under the released name and its record (:mod:`autograder.course.record`), with the
-archive entry's time, which both LMSs set to the upload time (in ``--archive-timezone``, by
-default the course's: a zip has no zone). book/instructor_guide.md, "2. Collect", says what
-else it does; ``<grading>/reports/<assignment>-collect.csv`` lists every download and roster
-student.
+of ``<student>.ipynb``) into ``<grading>/submitted/<student>/<assignment>/``: the notebook under
+the released name and its record (:mod:`autograder.course.record`) with the upload time, the
+archive entry's (in ``--archive-timezone``, by default the course's: a zip has no zone), and a
+list of every download and roster student, ``<grading>/reports/<assignment>-collect.csv``.
+book/instructor_guide.md, "2. Collect", says the rest.
 """
 
 from __future__ import annotations
@@ -104,11 +103,10 @@ def _read_inner_zip(h: Handed, zip_name: str, data: bytes, when) -> None:
     """A student who zipped their folder: the notebooks inside, at any depth, are theirs."""
     try:
         inner = zipfile.ZipFile(io.BytesIO(data))
-        entries = [i for i in inner.infolist() if not i.is_dir() and not _junk(i.filename)]
     except zipfile.BadZipFile:
         h.skipped.append(f"{zip_name} (not a readable zip archive)")
         return
-    found = [i for i in entries if i.filename.endswith(".ipynb")]
+    found = [i for i in inner.infolist() if i.filename.endswith(".ipynb") and not _junk(i.filename)]
     if not found:
         h.skipped.append(f"{zip_name} (a zip archive without a notebook)")
     for info in found:
@@ -233,16 +231,14 @@ def _who(roster: Roster, h: Handed, taken: set[str]) -> tuple[Student, str]:
     found = roster.find(lms=h.lms, lms_id=h.lms_id, names=h.names)
     if found is None and h.lms == "folder" and h.lms_id in roster:
         found = roster.students[h.lms_id]
+    # the LMS id goes on the roster (add fills in only what is empty), for export
+    ids = {f"{h.lms}_id": h.lms_id} if h.lms in ("canvas", "moodle") else {}
     if found is not None and found.student_id not in taken:
-        if h.lms in ("canvas", "moodle") and not getattr(found, f"{h.lms}_id"):
-            setattr(found, f"{h.lms}_id", h.lms_id)
-        return found, ""
+        return roster.add(Student(found.student_id, **ids)), ""
     base = safe_id(h.names[0] if h.names else h.lms_id)
     sid = f"{base}-{h.lms_id}" if base in roster or base in taken else base
-    new = Student(student_id=sid, name=h.names[0] if h.lms == "moodle" else "")
-    if h.lms in ("canvas", "moodle"):
-        setattr(new, f"{h.lms}_id", h.lms_id)
     note = "not on the roster: added as " + sid if roster.students else ""
+    new = Student(sid, name=h.names[0] if h.lms == "moodle" else "", **ids)
     roster.add(new)
     return new, note
 

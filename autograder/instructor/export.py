@@ -50,8 +50,7 @@ def export(course, assignment: str, lms: str, column: str | None = None) -> tupl
             writer.writerow(["Identifier", "Full name", "Email address", "Grade", "Maximum Grade"])
         for sid in roster:
             s = roster.students[sid]
-            lms_id = getattr(s, f"{lms}_id")
-            if not lms_id:
+            if not (lms_id := getattr(s, f"{lms}_id")):
                 continue
             grade = scores.get(sid, 0.0)  # on the roster, nothing handed in: 0
             shown = "" if grade is None else f"{grade:g}"
