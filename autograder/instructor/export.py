@@ -39,12 +39,11 @@ def export(course, assignment: str, lms: str, column: str | None = None) -> tupl
         warnings.append(f"no {lms}_id on the roster, not exported: {', '.join(no_id)}")
     path = course.grading / "exports" / f"{assignment}-{lms}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
+    title = column or assignment
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         if lms == "canvas":
-            writer.writerow(
-                ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", column or assignment]
-            )
+            writer.writerow(["Student", "ID", "SIS User ID", "SIS Login ID", "Section", title])
             writer.writerow(["Points Possible", "", "", "", "", f"{max_score:g}"])
         else:
             writer.writerow(["Identifier", "Full name", "Email address", "Grade", "Maximum Grade"])
