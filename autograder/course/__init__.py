@@ -1,12 +1,7 @@
-"""The course on disk, below both the engine and the instructor's commands.
-
-- :class:`Course`: where nbgrader keeps the course's folders (from ``nbgrader_config.py``);
-- :mod:`.policy`: due dates and the late policy;
-- :mod:`.roster`: who the students are (``<grading>/roster.csv``);
-- :mod:`.record`: what ``collect`` knows about one submission (names, time, LMS ids);
-- :mod:`.grades`: the gradebook's scores, the score after the late penalty computed once.
-
-It imports neither ``autograder.engine`` nor ``autograder.instructor`` (tests/test_layers.py).
+"""The course on disk, below the reports, the engine and the instructor's commands, none of
+which it imports (tests/test_layers.py): :class:`Course` (where nbgrader keeps the folders),
+:mod:`.policy` (due dates, late policy), :mod:`.roster`, :mod:`.record` (what ``collect`` knows
+about one submission) and :mod:`.grades` (the gradebook's scores).
 """
 
 from __future__ import annotations
@@ -41,12 +36,12 @@ class Course:
         return self.grading / "reports"
 
     @property
-    def roster_path(self) -> Path:
-        return self.grading / "roster.csv"
-
-    @property
     def db_url(self) -> str:
         return f"sqlite:///{self.db_path}"
+
+    @property
+    def extensions_path(self) -> Path:
+        return self.grading / "extensions.csv"
 
     def config(self):
         return load_config(self.root)
@@ -57,14 +52,10 @@ class Course:
 
         return Policy.from_config(self.config()).with_extensions(self.extensions_path)
 
-    @property
-    def extensions_path(self) -> Path:
-        return self.grading / "extensions.csv"
-
     def roster(self):
         from autograder.course.roster import Roster
 
-        return Roster.load(self.roster_path)
+        return Roster.load(self.grading / "roster.csv")
 
     def superseded(self, student: str, assignment: str, why: str) -> Path:
         """A new folder <grading>/superseded/<student>/<assignment>/<time>-<why>/ for what a
@@ -79,21 +70,17 @@ class Course:
         root = Path(root).resolve()
         if not (root / "nbgrader_config.py").is_file():
             raise SystemExit(f"error: {root} has no nbgrader_config.py; pass --course COURSE_ROOT")
-        config = load_config(root)
-        cd = config.CourseDirectory
+        cd = load_config(root).CourseDirectory
         course_root = Path(cd.get("root", root))
         db_url = cd.get("db_url", f"sqlite:///{course_root / 'gradebook.db'}")
         if not db_url.startswith("sqlite:///"):
             raise SystemExit(f"error: the batch grader needs an SQLite gradebook, got {db_url}")
         db_path = Path(db_url.removeprefix("sqlite:///"))
+        folders = ("source", "release", "submitted", "autograded", "feedback")  # nbgrader's names
         return cls(
             root=course_root,
-            source=course_root / cd.get("source_directory", "source"),
-            release=course_root / cd.get("release_directory", "release"),
-            submitted=course_root / cd.get("submitted_directory", "submitted"),
-            autograded=course_root / cd.get("autograded_directory", "autograded"),
-            feedback=course_root / cd.get("feedback_directory", "feedback"),
             db_path=db_path if db_path.is_absolute() else course_root / db_path,
+            **{name: course_root / cd.get(f"{name}_directory", name) for name in folders},
         )
 
 

@@ -12,6 +12,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ __all__ = [
     "GradedCell",
     "Submission",
     "answer_checksums",
+    "graded",
     "graded_cells",
     "gone",
     "gradebook",
@@ -56,7 +58,6 @@ def gradebook(course):
 
 @dataclass(frozen=True)
 class Submission:
-    student: str
     raw_score: float  # the gradebook's total, hand-given scores included
     penalty: float  # the late penalty, in points
     max_score: float
@@ -70,14 +71,13 @@ class Submission:
         return max(0.0, self.raw_score - self.penalty)
 
 
-def read(course, assignment: str) -> tuple[dict[str, Submission], float]:
-    """({student: Submission}, the assignment's maximum); ValueError when the gradebook has no
-    such assignment."""
+@contextmanager
+def graded(course, assignment: str):
+    """(the gradebook, `assignment` in it); ValueError when it has not been graded yet."""
     from nbgrader.api import MissingEntry
 
-    if not course.db_path.exists():
+    if not course.db_path.exists():  # opening it would make an empty one
         raise ValueError(f"no gradebook at {course.db_path}: grade {assignment!r} first")
-    out = {}
     with gradebook(course) as gb:
         try:
             a = gb.find_assignment(assignment)
@@ -85,6 +85,13 @@ def read(course, assignment: str) -> tuple[dict[str, Submission], float]:
             raise ValueError(
                 f"the gradebook has no assignment {assignment!r}: grade it first"
             ) from None
+        yield gb, a
+
+
+def read(course, assignment: str) -> tuple[dict[str, Submission], float]:
+    """({student: Submission}, the assignment's maximum); ValueError as :func:`graded`."""
+    out = {}
+    with graded(course, assignment) as (_, a):
         for sub in a.submissions:
             cells, manual, by_hand = {}, [], []
             for nb in sub.notebooks:
@@ -96,7 +103,6 @@ def read(course, assignment: str) -> tuple[dict[str, Submission], float]:
                     elif g.score is not None:
                         cells[g.cell.name] = float(g.score)
             out[sub.student.id] = Submission(
-                student=sub.student.id,
                 raw_score=float(sub.score or 0.0),
                 penalty=float(sub.late_submission_penalty or 0.0),
                 max_score=float(sub.max_score or 0.0),
@@ -136,16 +142,14 @@ def prepare(course, assignment: str, due) -> None:
 
 
 def _add_cells(course, assignment: str) -> None:
-    from nbgrader.api import MissingEntry
     from nbgrader.apps import NbGraderAPI
 
-    if course.db_path.exists():
-        with gradebook(course) as gb:
-            try:
-                if gb.find_assignment(assignment).notebooks:
-                    return
-            except MissingEntry:
-                pass
+    try:
+        with graded(course, assignment) as (_, a):
+            if a.notebooks:
+                return
+    except ValueError:
+        pass
     course.db_path.parent.mkdir(parents=True, exist_ok=True)
     config = course.config()
     release = Path(tempfile.mkdtemp(prefix="release-"))
@@ -180,12 +184,9 @@ def answer_checksums(notebooks: dict[str, str]) -> dict[str, str]:
 
 def gone(course, assignment: str) -> list[str]:
     """Students with a submission in the gradebook and no folder in submitted/."""
-    from nbgrader.api import MissingEntry
-
-    with gradebook(course) as gb:
-        try:
-            subs = gb.find_assignment(assignment).submissions
-        except MissingEntry:
-            return []
-        ids = [s.student.id for s in subs]
+    try:
+        with graded(course, assignment) as (_, a):
+            ids = [s.student.id for s in a.submissions]
+    except ValueError:
+        return []
     return sorted(i for i in ids if not (course.submitted / i).is_dir())

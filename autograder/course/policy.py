@@ -1,19 +1,9 @@
-"""Due dates and the late policy, read from the one place they are set: ``nbgrader_config.py``.
+"""Due dates and the late policy, read from the one place they are set, ``c.AttentionCourse`` in
+``nbgrader_config.py`` (``timezone``, ``due_dates``, ``late_policy``; the instructor guide says
+what they mean), and the students' extensions, ``<grading>/extensions.csv``.
 
-    c.AttentionCourse.timezone = "Asia/Seoul"
-    c.AttentionCourse.due_dates = {"ch04_self_attention": "2027-03-15 23:59"}
-    c.AttentionCourse.late_policy = {"grace_minutes": 15, "per_day": 0.1, "max_days": 7}
-
-A submission's time is its record's (:mod:`.record`: the LMS archive's upload time, or nbgrader's
-``timestamp.txt``). Times and due dates written without a zone are in ``timezone``.
-
-The penalty is a share of the assignment's maximum, so that it does not move when a written
-answer is graded by hand later. A submission more than ``grace_minutes`` after the due date loses
-``per_day`` of the maximum for every day or part of a day since the due date, and the whole
-maximum after ``max_days`` (the score is never below 0).
-With no due date, nothing is late; with ``per_day = 0``, lateness is reported and not penalised.
-A student's extension (``python -m autograder.instructor extend``, kept in
-``<grading>/extensions.csv``) replaces the due date for that student and assignment.
+A submission's time is its record's (:mod:`.record`). The penalty is a share of the assignment's
+maximum, so that it does not move when a written answer is graded by hand later.
 """
 
 from __future__ import annotations
@@ -42,13 +32,9 @@ class Lateness:
         return self.late_by > dt.timedelta(0)
 
     def describe(self) -> str:
-        if self.due is None:
-            return ""
-        if self.submitted is None:
+        if self.due is not None and self.submitted is None:
             return "no submission time (timestamp.txt) to compare with the due date"
-        if not self.late:
-            return ""
-        return f"late by {_duration(self.late_by)}; penalty {self.penalty:g}"
+        return f"late by {_duration(self.late_by)}; penalty {self.penalty:g}" if self.late else ""
 
 
 @dataclass(frozen=True)
@@ -85,8 +71,7 @@ class Policy:
                     "offset, '2027-03-15T23:59+09:00'"
                 ) from None
         late = {**DEFAULT_LATE_POLICY, **dict(section.get("late_policy", {}))}
-        unknown = set(late) - set(DEFAULT_LATE_POLICY)
-        if unknown:
+        if unknown := set(late) - set(DEFAULT_LATE_POLICY):
             raise ValueError(
                 f"c.AttentionCourse.late_policy has unknown keys {sorted(unknown)}; it takes "
                 f"{sorted(DEFAULT_LATE_POLICY)}"
@@ -115,7 +100,7 @@ class Policy:
     def with_extensions(self, path: Path) -> Policy:
         """This policy and the extensions in `path` (student_id,assignment,due), if it exists."""
         extensions = {}
-        for line, row in enumerate(_read_csv(path, EXTENSION_COLUMNS), start=2):
+        for line, row in enumerate(_read_extensions(path), start=2):
             try:
                 due = parse_time(row["due"], self.timezone)
             except ValueError:
@@ -142,10 +127,8 @@ class Policy:
         if late_by <= self.grace:
             return Lateness(submitted, due, dt.timedelta(0), 0.0)
         days = late_by / dt.timedelta(days=1)
-        if self.max_days is not None and days > self.max_days:
-            share = 1.0
-        else:
-            share = min(1.0, self.per_day * math.ceil(days))
+        past_max = self.max_days is not None and days > self.max_days
+        share = 1.0 if past_max else min(1.0, self.per_day * math.ceil(days))
         return Lateness(submitted, due, late_by, round(share * max_score, 6))
 
 
@@ -164,34 +147,33 @@ def _duration(delta: dt.timedelta) -> str:
     minutes = int(delta.total_seconds() // 60)
     days, rest = divmod(minutes, 24 * 60)
     hours, minutes = divmod(rest, 60)
-    parts = (
-        [f"{days} d"] * bool(days)
-        + [f"{hours} h"] * bool(hours)
-        + [f"{minutes} min"] * bool(minutes)
-    )
+    parts = [f"{n} {unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "min")) if n]
     return " ".join(parts) or "under a minute"
 
 
 EXTENSION_COLUMNS = ["student_id", "assignment", "due"]
 
 
-def _read_csv(path: Path, columns: list[str]) -> list[dict[str, str]]:
+def _read_extensions(path: Path) -> list[dict[str, str]]:
     if not Path(path).is_file():
         return []
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
-        if reader.fieldnames != columns:
-            raise ValueError(f"{path}: the first row must be {','.join(columns)}")
+        if reader.fieldnames != EXTENSION_COLUMNS:
+            raise ValueError(f"{path}: the first row must be {','.join(EXTENSION_COLUMNS)}")
         return [{k: (v or "").strip() for k, v in row.items()} for row in reader]
 
 
 def extend(path: Path, assignment: str, student: str, due: str, tz: dt.tzinfo):
     """Give `student` until `due` for `assignment` in `path` (replacing an earlier extension);
     "" takes the extension back. The new due date, or None."""
-    when = parse_time(due, tz) if due else None
+    try:
+        when = parse_time(due, tz) if due else None
+    except ValueError:
+        raise ValueError(f"{due!r} is not a date and time; write '2027-03-18 23:59'") from None
     rows = [
         r
-        for r in _read_csv(path, EXTENSION_COLUMNS)
+        for r in _read_extensions(path)
         if (r["assignment"], r["student_id"]) != (assignment, student)
     ]
     if when is not None:
@@ -202,11 +184,10 @@ def extend(path: Path, assignment: str, student: str, due: str, tz: dt.tzinfo):
 
 def rename_student(path: Path, old: str, new: str) -> None:
     """`old`'s extensions become `new`'s."""
-    rows = _read_csv(path, EXTENSION_COLUMNS)
+    rows = _read_extensions(path)
     if any(r["student_id"] == old for r in rows):
         _write_extensions(
-            path,
-            [{**r, "student_id": new if r["student_id"] == old else r["student_id"]} for r in rows],
+            path, [{**r, "student_id": new} if r["student_id"] == old else r for r in rows]
         )
 
 

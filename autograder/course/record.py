@@ -56,13 +56,11 @@ def read(course, assignment: str, student: str, tz: dt.tzinfo = dt.UTC) -> Recor
     if not folder.is_dir():
         row = _table(course, assignment).get(student)
         return Record(status=row.get("status", ""), note=row.get("note", "")) if row else None
-    record = Record()
     try:
         data = json.loads((folder / "collect.json").read_text())
-        known = set(Record.__dataclass_fields__)
-        record = Record(**{k: v for k, v in data.items() if k in known})
+        record = Record(**{k: v for k, v in data.items() if k in Record.__dataclass_fields__})
     except (OSError, ValueError, TypeError):
-        pass
+        record = Record()
     if not record.submitted_at:
         record.submitted_at = _timestamp(folder / "timestamp.txt", tz)
     elif record.when.tzinfo is None:

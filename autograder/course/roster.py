@@ -1,16 +1,7 @@
-"""Who the students are: ``<grading>/roster.csv``, one row per student.
-
-Columns (a header row; only ``student_id`` is required, the others may be empty)::
-
-    student_id,name,email,canvas_id,moodle_id,sis_id,dropped
-
-``student_id`` names the student's folders and gradebook entry (letters, digits, ``_``, ``-``,
-``.``). ``canvas_id`` is the Canvas user id, ``moodle_id`` the number of Moodle's "Participant"
-identifier of the assignment; ``collect`` uses them (and the names) to find a download's owner,
-and ``export`` to write grades the LMS can import. Every student on the roster gets a row in the
-grades, whether or not they handed anything in, unless ``dropped`` says when they were dropped
-(``python -m autograder.instructor drop``): ``collect`` then skips what they hand in, and they
-leave the grades and the exports. Iterating a roster gives the students not dropped.
+"""Who the students are: ``<grading>/roster.csv``, a header row and one row per student, the
+columns :class:`Student`'s (only ``student_id`` required). ``collect`` finds a download's owner
+by LMS id or name, ``export`` writes the LMS ids back. Every student on the roster gets a row in
+the grades unless ``dropped`` says when they were dropped.
 """
 
 from __future__ import annotations
@@ -41,8 +32,7 @@ COLUMNS = [f.name for f in fields(Student)]
 
 
 def safe_id(text: str) -> str:
-    """A student id made from a name: letters (any script), digits, '-', '_' and '.'.
-    Example: 'Jane  Doe' -> 'jane-doe'"""
+    """A student id made from a name: 'Jane  Doe' -> 'jane-doe'."""
     text = unicodedata.normalize("NFC", text).strip().lower()
     text = re.sub(r"[^\w.-]+", "-", text).strip("-.")
     return text or "student"
@@ -72,8 +62,7 @@ class Roster:
                     f"{path}: the first row must name the columns, one of them student_id "
                     f"(columns: {','.join(COLUMNS)})"
                 )
-            unknown = set(reader.fieldnames) - set(COLUMNS)
-            if unknown:
+            if unknown := set(reader.fieldnames) - set(COLUMNS):
                 raise ValueError(
                     f"{path}: unknown columns {sorted(unknown)}; the roster has {COLUMNS}"
                 )
@@ -96,8 +85,7 @@ class Roster:
         with tmp.open("w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, COLUMNS)
             writer.writeheader()
-            for sid in sorted(self.students):
-                writer.writerow(asdict(self.students[sid]))
+            writer.writerows(asdict(self.students[sid]) for sid in sorted(self.students))
         tmp.replace(self.path)
 
     def __contains__(self, student_id: str) -> bool:
@@ -111,11 +99,9 @@ class Roster:
         """The student with this LMS id, else the one whose name matches one of `names`
         (compared without case, spaces or punctuation), else None. A name two students share
         finds no one: ids must then be in the roster."""
-        column = f"{lms}_id"
-        if lms_id:
-            for s in self.students.values():
-                if getattr(s, column, "") == lms_id:
-                    return s
+        for s in self.students.values():
+            if lms_id and getattr(s, f"{lms}_id", "") == lms_id:
+                return s
         keys = {name_key(n) for n in names if n}
         matches = [
             s
@@ -126,11 +112,8 @@ class Roster:
 
     def add(self, student: Student) -> Student:
         """Add a student, or fill in the empty fields of the one with the same id."""
-        old = self.students.get(student.student_id)
-        if old is None:
-            self.students[student.student_id] = student
-            return student
+        old = self.students.setdefault(student.student_id, student)
         for k in COLUMNS:
-            if not getattr(old, k) and getattr(student, k):
+            if not getattr(old, k):
                 setattr(old, k, getattr(student, k))
         return old

@@ -1,11 +1,19 @@
-"""python -m autograder.instructor collect | feedback | export | extend | drop | rename
-(see __init__.py)."""
+"""python -m autograder.instructor COMMAND: the commands of __init__.py, and feedback."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from autograder.course import Course
+from autograder.course.record import COLLECT_TABLE
+from autograder.instructor import students
+from autograder.instructor.collect import collect
+from autograder.instructor.export import export
+from autograder.instructor.handgrades import import_hand_grades
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,88 +48,56 @@ def main(argv: list[str] | None = None) -> int:
     hg.add_argument("assignment")
     hg.add_argument("csv", help="a CSV with the header student,cell,score,comment")
     args = parser.parse_args(argv)
-
-    from autograder.course import Course
-
     course = Course.load(args.course)
     try:
         if args.command == "handgrades":
-            return _handgrades(course, args)
-        if args.command == "collect":
-            return _collect(course, args)
-        if args.command == "export":
-            from autograder.instructor.export import export
-
+            for note in import_hand_grades(course, args.assignment, Path(args.csv)):
+                print(f"  note: {note}")
+            print(
+                f"{args.assignment}: hand grades from {args.csv} are in the gradebook and "
+                f"{course.reports / (args.assignment + '.csv')}; refresh the students' pages with "
+                f"`python -m autograder.instructor feedback {args.assignment}`"
+            )
+        elif args.command == "collect":
+            _collect(course, args)
+        elif args.command == "export":
             path, warnings = export(course, args.assignment, args.lms, args.column)
             print(f"{args.assignment}: grades for {args.lms} in {path}")
             for w in warnings:
                 print(f"  warning: {w}")
-            return 0
-        if args.command == "feedback":
-            from autograder.reporting.feedback import refresh_feedback
+        elif args.command == "feedback":
+            from autograder.reporting.feedback import refresh_feedback  # nbconvert takes seconds
 
             failed = refresh_feedback(course, args.assignment)
             for student, why in failed.items():
                 print(f"  no feedback for {student}: {why}")
             print(f"{args.assignment}: feedback in {course.feedback}/<student>/{args.assignment}/")
             return 1 if failed else 0
-        if args.command == "extend":
-            from autograder.instructor.students import extend
-
-            print(extend(course, args.assignment, args.student, args.due))
-            return 0
-        if args.command == "drop":
-            from autograder.instructor.students import drop
-
-            print(f"dropped {args.student}; their work is in {drop(course, args.student)}")
-            return 0
-        from autograder.instructor.students import rename
-
-        rename(course, args.old, args.new)
-        print(f"renamed {args.old} to {args.new}")
+        elif args.command == "extend":
+            print(students.extend(course, args.assignment, args.student, args.due))
+        elif args.command == "drop":
+            print(f"dropped {args.student}; their work is in {students.drop(course, args.student)}")
+        else:
+            students.rename(course, args.old, args.new)
+            print(f"renamed {args.old} to {args.new}")
         return 0
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
 
-def _handgrades(course, args) -> int:
-    from autograder.instructor.handgrades import import_hand_grades
-
-    for note in import_hand_grades(course, args.assignment, Path(args.csv)):
-        print(f"  note: {note}")
-    print(
-        f"{args.assignment}: hand grades from {args.csv} are in the gradebook and "
-        f"{course.reports / (args.assignment + '.csv')}; refresh the students' pages with "
-        f"`python -m autograder.instructor feedback {args.assignment}`"
-    )
-    return 0
-
-
-def _collect(course, args) -> int:
-    from zoneinfo import ZoneInfo
-
-    from autograder.instructor.collect import collect
-
+def _collect(course, args) -> None:
     tz = ZoneInfo(args.archive_timezone) if args.archive_timezone else None
     rows = collect(
-        course,
-        args.assignment,
-        Path(args.download),
-        roster_path=Path(args.roster) if args.roster else None,
-        lms=args.lms,
-        tz=tz,
+        course, args.assignment, Path(args.download), roster_csv=args.roster, lms=args.lms, tz=tz
     )
     width = max((len(r.student_id) for r in rows), default=7)
     for r in rows:
         print(f"{r.student_id:<{width}}  {r.status:<17}  {r.collected_as or '-'}  {r.note}")
-    counts = {}
-    for r in rows:
-        counts[r.status] = counts.get(r.status, 0) + 1
-    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    listing = course.reports / f"{args.assignment}-collect.csv"
+    counts = Counter(r.status for r in rows)
+    summary = ", ".join(f"{counts[status]} {status}" for status in sorted(counts))
+    listing = course.reports / COLLECT_TABLE.format(assignment=args.assignment)
     print(f"{args.assignment}: {summary}; the list is in {listing}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,39 +1,20 @@
-"""Turn an LMS download into the grader's layout, ``<grading>/submitted/<student>/<assignment>/``.
-
-    python -m autograder.instructor collect ASSIGNMENT DOWNLOAD [--roster ROSTER.csv]
-        [--lms canvas|moodle|folder] [--archive-timezone ZONE]
-
-What it reads (never changes, never extracts to disk as is):
-
-- **Canvas**, "Download Submissions": a zip of files named
-  ``<lastfirst>_[LATE_]<user id>_<submission id>_<file name>``; a resubmitted file's name gets
-  ``-1``, ``-2`` before its extension.
-- **Moodle**, "Download all submissions": a zip of ``<Full Name>_<participant id>_assignsubmission_
-  file_<file name>``, or of folders ``<Full Name>_<participant id>_assignsubmission_file_/`` (the
-  "download submissions in folders" setting).
-- **A folder** of ``<student>.ipynb`` files.
-
-What it writes, for each student: the notebook under the released name (when a student handed in
-exactly one notebook, whatever its name: "Copy of ch04_self_attention.ipynb" is the one; the row
-says so) and its record, ``collect.json`` (:mod:`autograder.course.record`: what was handed in,
-under which name, from where, and when: the time of the archive's entry, which both LMSs set to
-the upload time; the zip has no time zone, so ``--archive-timezone``, by default the course's).
-A folder collected before with different contents is moved to ``<grading>/superseded/`` first.
-
-Students are found on the roster (``--roster``, merged into ``<grading>/roster.csv``) by LMS id,
-then by name; without a roster, ids are made from the LMS's names and written to the roster, so
-that the grades can be exported back. ``<grading>/reports/<assignment>-collect.csv`` lists every
-download and every roster student, handed in or not.
+"""Turn an LMS download (a Canvas or Moodle zip, read in memory and never changed, or a folder
+of ``<student>.ipynb``) into ``<grading>/submitted/<student>/<assignment>/``: the notebook under
+the released name and its record (:mod:`autograder.course.record`) with the upload time, the
+archive entry's (in ``--archive-timezone``, by default the course's: a zip has no zone), and a
+list of every download and roster student, ``<grading>/reports/<assignment>-collect.csv``.
+book/instructor_guide.md, "2. Collect", says the rest.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import re
 import shutil
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 from autograder.course import record
@@ -42,13 +23,15 @@ from autograder.course.roster import Roster, Student, safe_id
 __all__ = ["Handed", "collect", "read_download"]
 
 MAX_NOTEBOOK_BYTES = 100 * 2**20  # a notebook with every output is a few MB; a zip bomb is not
-CANVAS = re.compile(
-    r"^(?P<key>[^_/]+)_(?:(?P<late>LATE)_)?(?P<uid>\d+)_(?P<sub>\d+)_(?P<file>[^/]+)$"
-)
-MOODLE = re.compile(
-    r"^(?P<name>[^/]+?)_(?P<pid>\d+)_assignsubmission_file_?(?:/|_)?(?P<file>[^/]*)$"
-)
-MOODLE_FOLDER = re.compile(r"^(?P<name>[^/]+?)_(?P<pid>\d+)_assignsubmission_file_?/(?P<file>.+)$")
+# How each LMS names an archive's entries: the student's name and LMS id, then the file.
+CANVAS = re.compile(r"^(?P<name>[^_/]+)_(?:(?P<late>LATE)_)?(?P<id>\d+)_\d+_(?P<file>[^/]+)$")
+MOODLE_FOLDER = re.compile(r"^(?P<name>[^/]+?)_(?P<id>\d+)_assignsubmission_file_?/(?P<file>.+)$")
+MOODLE = re.compile(r"^(?P<name>[^/]+?)_(?P<id>\d+)_assignsubmission_file_?[/_]?(?P<file>[^/]*)$")
+NAMING = {"canvas": (CANVAS,), "moodle": (MOODLE_FOLDER, MOODLE)}
+NAMED_AS = {  # what an error says an entry should look like
+    "canvas": "(<lastfirst>_<user id>_<submission id>_<file>); is this a Canvas archive?",
+    "moodle": "(<Full Name>_<participant id>_assignsubmission_file_...)",
+}
 RESUBMITTED = re.compile(r"-\d+(?=\.ipynb$)")
 
 
@@ -78,64 +61,52 @@ def read_download(path: Path, lms: str | None = None, tz: dt.tzinfo = dt.UTC) ->
     if path.is_dir():
         if lms not in (None, "folder"):
             raise ValueError(f"{path} is a folder; --lms {lms} reads a zip archive")
-        return _read_folder(path)
+        # no upload time: a file's modification time says when it was copied, not handed in
+        students = [
+            Handed("folder", nb.stem, (nb.stem,), [File(nb.name, nb.read_bytes(), None)])
+            for nb in sorted(path.glob("*.ipynb"))
+        ]
+        if not students:
+            raise ValueError(f"{path} holds no .ipynb file (expected <student>.ipynb files)")
+        return students
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path} is neither a folder nor a zip archive")
     with zipfile.ZipFile(path) as archive:
-        entries = [i for i in archive.infolist() if not i.is_dir()]
-        names = [i.filename for i in entries if not _junk(i.filename)]
-        kind = lms or _guess(names, path)
+        entries = [i for i in archive.infolist() if not i.is_dir() and not _junk(i.filename)]
+        kind = lms or _guess([i.filename for i in entries], path)
         handed: dict[str, Handed] = {}
         for info in entries:
-            if _junk(info.filename):
-                continue
-            if kind == "canvas":
-                m = CANVAS.match(info.filename)
-                if not m:
-                    raise ValueError(
-                        f"{path}: {info.filename!r} is not named as Canvas names a download "
-                        "(<lastfirst>_<user id>_<submission id>_<file>); is this a Canvas archive?"
-                    )
-                key = m["uid"]
-                h = handed.setdefault(key, Handed("canvas", m["uid"], (m["key"],)))
-                h.late_by_lms |= bool(m["late"])
-                file_name = m["file"]
-            elif kind == "moodle":
-                m = MOODLE_FOLDER.match(info.filename) or MOODLE.match(info.filename)
-                if not m or not m["file"]:
-                    raise ValueError(
-                        f"{path}: {info.filename!r} is not named as Moodle names a download "
-                        "(<Full Name>_<participant id>_assignsubmission_file_...)"
-                    )
-                h = handed.setdefault(m["pid"], Handed("moodle", m["pid"], (m["name"],)))
-                file_name = PurePosixPath(m["file"]).name
-            else:
+            if kind not in NAMING:
                 raise ValueError(f"--lms must be canvas, moodle or folder, not {kind!r}")
+            m = _match(kind, info.filename)
+            if not m or not m["file"]:
+                raise ValueError(
+                    f"{path}: {info.filename!r} is not named as {kind.title()} names a download "
+                    + NAMED_AS[kind]
+                )
+            h = handed.setdefault(m["id"], Handed(kind, m["id"], (m["name"],)))
+            h.late_by_lms |= bool(m.groupdict().get("late"))
+            file_name = PurePosixPath(m["file"]).name
             when = dt.datetime(*info.date_time, tzinfo=tz)
             if file_name.endswith(".zip") and info.file_size <= MAX_NOTEBOOK_BYTES:
                 _read_inner_zip(h, file_name, archive.read(info), when)
-                continue
-            if not file_name.endswith(".ipynb"):
+            elif not file_name.endswith(".ipynb"):
                 h.skipped.append(f"{file_name} (not a notebook)")
-                continue
-            if info.file_size > MAX_NOTEBOOK_BYTES:
+            elif info.file_size > MAX_NOTEBOOK_BYTES:
                 h.skipped.append(f"{file_name} ({info.file_size} bytes: too large for a notebook)")
-                continue
-            h.files.append(File(file_name, archive.read(info), when))
+            else:
+                h.files.append(File(file_name, archive.read(info), when))
     return sorted(handed.values(), key=lambda h: h.lms_id)
 
 
 def _read_inner_zip(h: Handed, zip_name: str, data: bytes, when) -> None:
     """A student who zipped their folder: the notebooks inside, at any depth, are theirs."""
-    import io
-
     try:
         inner = zipfile.ZipFile(io.BytesIO(data))
-        entries = [i for i in inner.infolist() if not i.is_dir() and not _junk(i.filename)]
     except zipfile.BadZipFile:
         h.skipped.append(f"{zip_name} (not a readable zip archive)")
         return
-    found = [i for i in entries if i.filename.endswith(".ipynb")]
+    found = [i for i in inner.infolist() if i.filename.endswith(".ipynb") and not _junk(i.filename)]
     if not found:
         h.skipped.append(f"{zip_name} (a zip archive without a notebook)")
     for info in found:
@@ -148,30 +119,22 @@ def _read_inner_zip(h: Handed, zip_name: str, data: bytes, when) -> None:
 
 
 def _junk(name: str) -> bool:
-    parts = PurePosixPath(name).parts
-    return any(p.startswith(".") or p == "__MACOSX" for p in parts)  # .ipynb_checkpoints too
+    # .ipynb_checkpoints too
+    return any(p.startswith(".") or p == "__MACOSX" for p in PurePosixPath(name).parts)
+
+
+def _match(kind: str, name: str) -> re.Match | None:
+    return next(filter(None, (p.match(name) for p in NAMING[kind])), None)
 
 
 def _guess(names: list[str], path: Path) -> str:
-    if names and all(MOODLE_FOLDER.match(n) or MOODLE.match(n) for n in names):
-        return "moodle"
-    if names and all(CANVAS.match(n) for n in names):
-        return "canvas"
+    for kind in ("moodle", "canvas"):
+        if names and all(_match(kind, n) for n in names):
+            return kind
     raise ValueError(
         f"{path}: cannot tell which LMS made this archive from its file names (first: "
         f"{names[0] if names else 'none'!r}); pass --lms canvas or --lms moodle"
     )
-
-
-def _read_folder(path: Path) -> list[Handed]:
-    out = []
-    for nb in sorted(path.glob("*.ipynb")):
-        when = None  # a file's modification time says when it was copied, not handed in
-        h = Handed("folder", nb.stem, (nb.stem,), [File(nb.name, nb.read_bytes(), when)])
-        out.append(h)
-    if not out:
-        raise ValueError(f"{path} holds no .ipynb file (expected <student>.ipynb files)")
-    return out
 
 
 @dataclass
@@ -191,7 +154,7 @@ def collect(
     assignment: str,
     download: Path,
     *,
-    roster_path: Path | None = None,
+    roster_csv: str | None = None,
     lms: str | None = None,
     tz: dt.tzinfo | None = None,
 ) -> list[Row]:
@@ -205,8 +168,8 @@ def collect(
         )
     tz = tz or course.policy().timezone
     roster = course.roster()
-    if roster_path is not None:
-        for student in Roster.load(Path(roster_path)).students.values():
+    if roster_csv:
+        for student in Roster.load(Path(roster_csv)).students.values():
             roster.add(student)
     handed = read_download(Path(download), lms, tz)
     rows: list[Row] = []
@@ -215,25 +178,20 @@ def collect(
     for h in handed:
         student, note = _who(roster, h, taken)
         taken.add(student.student_id)
-        row = Row(student.student_id, h.lms, h.lms_id)
-        row.handed_in = " | ".join(f.name for f in h.files)
+        row = Row(student.student_id, h.lms, h.lms_id, " | ".join(f.name for f in h.files))
+        rows.append(row)
         if student.dropped:  # what a dropped student hands in stays in the download only
             row.status, row.note = "dropped", f"dropped ({student.dropped}): not collected"
-            rows.append(row)
             continue
-        notes = [note] if note else []
-        notes += h.notes
+        notes = ([note] if note else []) + h.notes
         if h.skipped:
             notes.append("not taken: " + ", ".join(h.skipped))
         if h.late_by_lms:
             notes.append(f"{h.lms} marked it late")
-        chosen = _choose(h.files, released)
-        if not chosen:
-            row.status = "no notebook"
-            row.note = "; ".join(notes + ["no notebook was handed in"])
-            rows.append(row)
+        files = _choose(h.files, released)
+        if not files:
+            row.status, row.note = "no notebook", "; ".join(notes + ["no notebook was handed in"])
             continue
-        files = chosen
         older = [f for f in h.files if not any(f is c for c in files.values())]
         if older:
             kept = _keep_older(course, student.student_id, assignment, older)
@@ -241,15 +199,12 @@ def collect(
                 f"{len(older) + len(files)} notebooks handed in; "
                 f"{', '.join(f.name for f in older)} not collected (kept in {kept}/)"
             )
-        renamed = [f"{f.name} as {name}" for name, f in files.items() if f.name != name]
-        if renamed:
+        if renamed := [f"{f.name} as {name}" for name, f in files.items() if f.name != name]:
             only = "the latest notebook" if older else "the only notebook handed in"
             notes.append("collected " + ", ".join(renamed) + f" ({only})")
         row.collected_as = " | ".join(files)
-        whens = [f.when for f in files.values() if f.when]
-        when = max(whens) if whens else None
+        when = max((f.when for f in files.values() if f.when), default=None)
         row.submitted_at = when.isoformat() if when else ""
-        folder = course.submitted / student.student_id / assignment
         rec = record.Record(
             handed_in={name: f.name for name, f in files.items()},
             submitted_at=row.submitted_at,
@@ -258,17 +213,14 @@ def collect(
             late_by_lms=h.late_by_lms,
             download=str(Path(download).resolve()),
         )
-        row.status = _place(course, folder, files, rec, stamp)
+        row.status = _place(course, student.student_id, assignment, files, rec, stamp)
         if row.status == "replaced":
             notes.append(f"the earlier collection is kept in superseded/{student.student_id}/")
         row.note = "; ".join(notes)
-        rows.append(row)
-    for sid in roster:
-        if sid not in taken:
-            folder = course.submitted / sid / assignment
-            status = "kept" if folder.is_dir() else "nothing handed in"
-            note = "not in this download; the earlier collection stays" if folder.is_dir() else ""
-            rows.append(Row(sid, status=status, note=note))
+    for sid in (s for s in roster if s not in taken):
+        kept = (course.submitted / sid / assignment).is_dir()
+        note = "not in this download; the earlier collection stays" if kept else ""
+        rows.append(Row(sid, status="kept" if kept else "nothing handed in", note=note))
     roster.save()
     _write_rows(course, assignment, rows)
     return rows
@@ -279,18 +231,14 @@ def _who(roster: Roster, h: Handed, taken: set[str]) -> tuple[Student, str]:
     found = roster.find(lms=h.lms, lms_id=h.lms_id, names=h.names)
     if found is None and h.lms == "folder" and h.lms_id in roster:
         found = roster.students[h.lms_id]
+    # the LMS id goes on the roster (add fills in only what is empty), for export
+    ids = {f"{h.lms}_id": h.lms_id} if h.lms in ("canvas", "moodle") else {}
     if found is not None and found.student_id not in taken:
-        if h.lms in ("canvas", "moodle") and not getattr(found, f"{h.lms}_id"):
-            setattr(found, f"{h.lms}_id", h.lms_id)
-        return found, ""
-    base = safe_id(h.names[0]) if h.names else safe_id(h.lms_id)
-    sid = base
-    if sid in roster or sid in taken:
-        sid = f"{base}-{h.lms_id}"
-    new = Student(student_id=sid, name=h.names[0] if h.lms == "moodle" else "")
-    if h.lms in ("canvas", "moodle"):
-        setattr(new, f"{h.lms}_id", h.lms_id)
+        return roster.add(Student(found.student_id, **ids)), ""
+    base = safe_id(h.names[0] if h.names else h.lms_id)
+    sid = f"{base}-{h.lms_id}" if base in roster or base in taken else base
     note = "not on the roster: added as " + sid if roster.students else ""
+    new = Student(sid, name=h.names[0] if h.lms == "moodle" else "", **ids)
     roster.add(new)
     return new, note
 
@@ -322,15 +270,15 @@ def safe_file(name: str) -> str:
     return stem + ".ipynb"
 
 
-def _place(course, folder: Path, files: dict[str, File], rec: record.Record, stamp) -> str:
+def _place(course, student: str, assignment: str, files: dict[str, File], rec, stamp) -> str:
     """Write the student's folder; an earlier, different one is moved to superseded/ first."""
+    folder = course.submitted / student / assignment
     new = {name: f.data for name, f in files.items()}
     status = "collected"
     if folder.is_dir():
-        old = {p.name: p.read_bytes() for p in folder.glob("*.ipynb")}
-        if old == new:
+        if {p.name: p.read_bytes() for p in folder.glob("*.ipynb")} == new:
             return "unchanged"
-        target = course.grading / "superseded" / folder.parent.name / folder.name / stamp
+        target = course.grading / "superseded" / student / assignment / stamp
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(folder), str(target))
         status = "replaced"
@@ -341,13 +289,10 @@ def _place(course, folder: Path, files: dict[str, File], rec: record.Record, sta
     return status
 
 
-def _write_rows(course, assignment: str, rows: list[Row]) -> Path:
+def _write_rows(course, assignment: str, rows: list[Row]) -> None:
     course.reports.mkdir(parents=True, exist_ok=True)
     path = course.reports / record.COLLECT_TABLE.format(assignment=assignment)
     with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        names = list(Row.__dataclass_fields__)
-        writer.writerow(names)
-        for row in sorted(rows, key=lambda r: r.student_id):
-            writer.writerow([getattr(row, n) for n in names])
-    return path
+        writer = csv.DictWriter(f, list(Row.__dataclass_fields__))
+        writer.writeheader()
+        writer.writerows(asdict(r) for r in sorted(rows, key=lambda r: r.student_id))

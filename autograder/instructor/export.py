@@ -1,19 +1,8 @@
-"""Grades as the LMS's gradebook imports them, from the gradebook (hand-given scores and late
-penalties included), one row per roster student.
-
-    python -m autograder.instructor export ASSIGNMENT --lms canvas|moodle [--column TITLE]
-
-- **Canvas** ("Import" in the Gradebook): ``Student,ID,SIS User ID,SIS Login ID,Section,<column>``,
-  a "Points Possible" row first; Canvas finds students by ``ID`` (the roster's ``canvas_id``).
-  Name the column as the assignment is named in Canvas, e.g. ``--column "Chapter 4 (12345)"``.
-- **Moodle** (the assignment's "Upload grading worksheet"): ``Identifier,Full name,Email
-  address,Grade,Maximum Grade``; Moodle finds students by ``Participant <moodle_id>``.
-
-A student with a part still waiting for hand grading gets an empty grade (the LMS then keeps
-what it had). Every student whose row is not a plain grade is listed with what it is (an error,
-no notebook, unanswered, flagged by the scanner, waiting for a hand), and so is a student
-without an LMS id. The file is written to
-``<grading>/exports/``, which git ignores with the rest of the grading folder.
+"""Grades as the LMS's gradebook imports them (Canvas's Gradebook "Import", which finds students
+by ``canvas_id``; Moodle's "Upload grading worksheet", by ``Participant <moodle_id>``), from the
+gradebook, one row per roster student, into ``<grading>/exports/``. A student with a part still
+waiting for hand grading gets an empty grade (the LMS then keeps what it had); every row that is
+not a plain grade, and every student without an LMS id, is listed with what it is.
 """
 
 from __future__ import annotations
@@ -27,12 +16,6 @@ from autograder.reporting.reports import refresh_reports
 __all__ = ["export"]
 
 
-def _grades(course, assignment: str) -> tuple[dict[str, float | None], float]:
-    """{student: score after the late penalty, or None while a part awaits hand grading}, max."""
-    submissions, max_score = grades.read(course, assignment)
-    return {s: None if g.needs_manual else g.score for s, g in submissions.items()}, max_score
-
-
 def export(course, assignment: str, lms: str, column: str | None = None) -> tuple[Path, list[str]]:
     """Write the import file; return its path and the warnings to show."""
     if lms not in ("canvas", "moodle"):
@@ -40,23 +23,22 @@ def export(course, assignment: str, lms: str, column: str | None = None) -> tupl
     roster = course.roster()
     if not roster.students:
         raise ValueError(
-            f"{course.grading / 'roster.csv'} is missing or empty: the LMS needs its own ids "
+            f"{roster.path} is missing or empty: the LMS needs its own ids "
             "(collect writes them, or give collect --roster)"
         )
-    scores, max_score = _grades(course, assignment)
+    submissions, max_score = grades.read(course, assignment)
+    # the score after the late penalty, or None while a part awaits hand grading
+    scores = {s: None if g.needs_manual else g.score for s, g in submissions.items()}
     rows = {r.student: r for r in refresh_reports(course, assignment)}
     warnings = [
         f"{sid}: {why}" for sid in roster if (why := _check(rows.get(sid), scores.get(sid, 0.0)))
     ]
-    unknown = sorted(s for s in scores if s not in roster)
-    if unknown:
+    if unknown := sorted(s for s in scores if s not in roster):
         warnings.append(f"graded but not on the roster, not exported: {', '.join(unknown)}")
-    no_id = sorted(s for s in roster if not getattr(roster.students[s], f"{lms}_id"))
-    if no_id:
+    if no_id := sorted(s for s in roster if not getattr(roster.students[s], f"{lms}_id")):
         warnings.append(f"no {lms}_id on the roster, not exported: {', '.join(no_id)}")
-    folder = course.grading / "exports"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{assignment}-{lms}.csv"
+    path = course.grading / "exports" / f"{assignment}-{lms}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
     title = column or assignment
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
@@ -67,8 +49,7 @@ def export(course, assignment: str, lms: str, column: str | None = None) -> tupl
             writer.writerow(["Identifier", "Full name", "Email address", "Grade", "Maximum Grade"])
         for sid in roster:
             s = roster.students[sid]
-            lms_id = getattr(s, f"{lms}_id")
-            if not lms_id:
+            if not (lms_id := getattr(s, f"{lms}_id")):
                 continue
             grade = scores.get(sid, 0.0)  # on the roster, nothing handed in: 0
             shown = "" if grade is None else f"{grade:g}"
@@ -91,8 +72,7 @@ def _check(row, grade: float | None) -> str:
         why.append("nothing was answered")
     elif row.unanswered:
         why.append(f"unanswered: {', '.join(row.unanswered)}")
-    if row.findings or row.integrity:
-        n = len(row.findings) + len(row.integrity)
+    if n := len(row.findings) + len(row.integrity):
         why.append(f"flagged for review ({n} finding{'s' * (n > 1)}; see the -report.md)")
     if row.needs_manual:
         why.append(f"waiting for hand grading: {', '.join(row.needs_manual)}")

@@ -1,16 +1,9 @@
-"""Hand grades from a CSV, for instructors who grade offline (instead of the formgrader).
-
-    python -m autograder.instructor handgrades ch04_self_attention marks.csv
-
-The CSV has a header and the columns ``student, cell, score, comment`` (comment may be empty or
-absent; an empty score with a comment sets the comment only). ``cell`` is a grade id, the name the
-grades CSV uses for its column (``scaling_gradients_answer``). Every line is checked before
-anything is written: an unknown student or cell, a score that is not a number or is outside the
-cell's 0..points, a comment for a cell that takes none, or a cell named twice for one student
-stops the import with every problem named by its line, and the gradebook is left as it was.
-A score on an autograded cell overrides the grader's (nbgrader keeps both; a re-grade keeps the
-hand-given one): the import says so, cell by cell. Then the reports are rewritten from the
-gradebook; ``feedback`` refreshes the students' pages.
+"""Hand grades from a CSV (``student,cell,score,comment``; ``cell`` a grade id), for instructors
+who grade offline instead of in the formgrader. An empty score with a comment sets the comment
+only. Every line is checked before anything is written: one problem stops the import, the
+gradebook left as it was. A score on an autograded cell overrides the grader's (nbgrader keeps
+both; a re-grade keeps the hand-given one), and the import says so. Then the reports are
+rewritten from the gradebook; ``feedback`` refreshes the students' pages.
 """
 
 from __future__ import annotations
@@ -44,8 +37,7 @@ def read_hand_grades(path: Path) -> list[HandGrade]:
         raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
     reader = csv.DictReader(text.splitlines())
     header = [h.strip().lower() for h in (reader.fieldnames or [])]
-    missing = [c for c in COLUMNS[:3] if c not in header]
-    if missing:
+    if missing := [c for c in COLUMNS[:3] if c not in header]:
         raise ValueError(
             f"{path}: the first line must name the columns student,cell,score[,comment]; "
             f"{', '.join(missing)} missing (found: {', '.join(header) or 'nothing'})"
@@ -53,9 +45,7 @@ def read_hand_grades(path: Path) -> list[HandGrade]:
     reader.fieldnames = header
     out, problems = [], []
     for line, row in enumerate(reader, start=2):
-        student = (row.get("student") or "").strip()
-        cell = (row.get("cell") or "").strip()
-        raw = (row.get("score") or "").strip()
+        student, cell, raw = ((row.get(c) or "").strip() for c in COLUMNS[:3])
         comment = row.get("comment")
         if not student and not cell and not raw and not (comment or "").strip():
             continue  # a blank line
@@ -85,55 +75,41 @@ def import_hand_grades(course: Course, assignment: str, path: Path) -> list[str]
     cells = grades.graded_cells(course, assignment)
     if not cells:
         raise ValueError(f"no assignment {assignment!r} in {course.source}")
-    if not course.db_path.exists():
-        raise ValueError(f"no gradebook at {course.db_path}: grade {assignment!r} first")
-    problems, notes, seen = [], [], {}
-    with grades.gradebook(course) as gb:
-        try:
-            graded = {s.student.id for s in gb.find_assignment(assignment).submissions}
-        except MissingEntry:
-            raise ValueError(
-                f"the gradebook has no assignment {assignment!r}: grade it first"
-            ) from None
-        todo = []
+    problems, notes, seen, todo = [], [], {}, []
+    with grades.graded(course, assignment) as (gb, a):
+        graded = {s.student.id for s in a.submissions}
         for r in rows:
-            where = f"line {r.line}"
+            # first: the line that first gave this student and cell (an unknown one fails earlier)
+            cell, first = cells.get(r.cell), seen.setdefault((r.student, r.cell), r.line)
+            why = ""
             if r.student not in graded:
-                problems.append(
-                    f"{where}: no graded submission of {r.student!r} for {assignment} "
+                why = (
+                    f"no graded submission of {r.student!r} for {assignment} "
                     f"(graded: {', '.join(sorted(graded)) or 'nobody'})"
                 )
-                continue
-            cell = cells.get(r.cell)
-            if cell is None:
-                problems.append(
-                    f"{where}: {assignment} has no graded cell {r.cell!r}; the cells are "
+            elif cell is None:
+                why = (
+                    f"{assignment} has no graded cell {r.cell!r}; the cells are "
                     f"{', '.join(sorted(cells))}"
                 )
-                continue
-            if (r.student, r.cell) in seen:
-                problems.append(
-                    f"{where}: {r.student}, {r.cell} was given on line {seen[r.student, r.cell]}"
-                )
-                continue
-            seen[r.student, r.cell] = r.line
-            if r.score is not None and not 0 <= r.score <= cell.points:
-                problems.append(
-                    f"{where}: the score {r.score:g} for {r.cell} is outside 0..{cell.points:g}"
-                )
-                continue
-            grade = gb.find_grade(r.cell, cell.notebook, assignment, r.student)
-            comment = None
-            if r.comment is not None:
-                try:
-                    comment = gb.find_comment(r.cell, cell.notebook, assignment, r.student)
-                except MissingEntry:
-                    problems.append(
-                        f"{where}: {r.cell} takes no comment (comments go on written answers "
-                        "and solution cells)"
-                    )
-                    continue
-            todo.append((r, cell, grade, comment))
+            elif first != r.line:
+                why = f"{r.student}, {r.cell} was given on line {first}"
+            elif r.score is not None and not 0 <= r.score <= cell.points:
+                why = f"the score {r.score:g} for {r.cell} is outside 0..{cell.points:g}"
+            else:
+                grade = gb.find_grade(r.cell, cell.notebook, assignment, r.student)
+                comment = None
+                if r.comment is not None:
+                    try:
+                        comment = gb.find_comment(r.cell, cell.notebook, assignment, r.student)
+                    except MissingEntry:
+                        why = (
+                            f"{r.cell} takes no comment (comments go on written answers and "
+                            "solution cells)"
+                        )
+                todo.append((r, cell, grade, comment))  # applied only if no line has a problem
+            if why:
+                problems.append(f"line {r.line}: {why}")
         if problems:
             raise ValueError(f"{path}: nothing was imported:\n  " + "\n  ".join(problems))
         for r, cell, grade, comment in todo:

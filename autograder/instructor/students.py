@@ -1,15 +1,8 @@
 """Dropping, renaming or extending one student, everywhere at once: folders, gradebook, roster,
-extensions, reports.
-
-    python -m autograder.instructor drop STUDENT
-    python -m autograder.instructor rename OLD NEW
-    python -m autograder.instructor extend ASSIGNMENT STUDENT "2027-03-18 23:59"
-
-A dropped student's folders (submitted, autograded, feedback) and gradebook grades (as JSON) are
-moved to ``<grading>/dropped/<student>/<time>/``: nothing they handed in is deleted. Their rows
-leave every report; the roster keeps them, marked ``dropped``, so that ``collect`` skips what they
-hand in later (empty the mark to take them back). A renamed student keeps everything under the
-new id.
+extensions, reports. A dropped student's folders and gradebook grades (as JSON) are moved to
+``<grading>/dropped/<student>/<time>/``: nothing they handed in is deleted. Their rows leave every
+report; the roster keeps them, marked ``dropped``, so that ``collect`` skips what they hand in
+later (empty the mark to take them back).
 """
 
 from __future__ import annotations
@@ -17,48 +10,48 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+from dataclasses import replace
 
-from autograder.course import grades
+from autograder.course import grades, record
 from autograder.course import policy as late_policy
 from autograder.course.roster import _ID, Student
+from autograder.engine.gradebook import set_penalty
+from autograder.reporting.reports import read_rows, refresh_reports, write_reports
 
-__all__ = ["drop", "rename"]
+__all__ = ["drop", "extend", "rename"]
+
+FOLDERS = ("submitted", "autograded", "feedback")  # a student's, in the course's own folders
 
 
 def _folders(course, student: str):
-    return {
-        "submitted": course.submitted / student,
-        "autograded": course.autograded / student,
-        "feedback": course.feedback / student,
-    }
+    return {name: getattr(course, name) / student for name in FOLDERS}
 
 
-def _known(course, student: str) -> bool:
+def _known(course, student: str, must: bool = True) -> bool:
+    """Whether `student` has a folder, a roster row or a gradebook entry; ValueError if `must`."""
     from nbgrader.api import MissingEntry
 
-    if any(p.exists() for p in _folders(course, student).values()):
-        return True
-    if student in course.roster():
-        return True
-    if not course.db_path.exists():
-        return False
-    with grades.gradebook(course) as gb:
-        try:
-            gb.find_student(student)
-        except MissingEntry:
-            return False
-    return True
+    found = any(p.exists() for p in _folders(course, student).values())
+    found = found or student in course.roster()
+    if not found and course.db_path.exists():
+        with grades.gradebook(course) as gb:
+            try:
+                found = bool(gb.find_student(student))
+            except MissingEntry:
+                pass
+    if must and not found:
+        raise ValueError(f"no student {student!r}: not in submitted/, the roster or the gradebook")
+    return found
 
 
 def drop(course, student: str) -> str:
     """Drop `student`; return where their work was moved."""
     from nbgrader.api import MissingEntry
 
-    if not _known(course, student):
-        raise ValueError(f"no student {student!r}: not in submitted/, the roster or the gradebook")
+    _known(course, student)
     roster = course.roster()
-    if student in roster.students and roster.students[student].dropped:
-        raise ValueError(f"{student} was dropped already ({roster.students[student].dropped})")
+    if (entry := roster.students.get(student)) and entry.dropped:
+        raise ValueError(f"{student} was dropped already ({entry.dropped})")
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     target = course.grading / "dropped" / student / stamp
     target.mkdir(parents=True)
@@ -77,7 +70,7 @@ def drop(course, student: str) -> str:
     # The roster keeps the student, marked dropped, so that collect skips them from now on.
     roster.add(Student(student_id=student)).dropped = stamp
     roster.save()
-    _edit_reports(course, lambda rows: [r for r in rows if r["student"] != student])
+    _edit_reports(course, lambda rows: [r for r in rows if r.student != student])
     return str(target)
 
 
@@ -87,9 +80,8 @@ def rename(course, old: str, new: str) -> None:
 
     if not _ID.match(new):
         raise ValueError(f"{new!r} is not a student id: letters, digits, '_', '-' or '.'")
-    if not _known(course, old):
-        raise ValueError(f"no student {old!r}: not in submitted/, the roster or the gradebook")
-    if _known(course, new):
+    _known(course, old)
+    if _known(course, new, must=False):
         raise ValueError(f"{new!r} is already a student; drop one of them first")
     for name, folder in _folders(course, old).items():
         if folder.exists():
@@ -111,50 +103,27 @@ def rename(course, old: str, new: str) -> None:
                 gb.remove_student(old)
     late_policy.rename_student(course.extensions_path, old, new)
     roster = course.roster()
-    if old in roster:
-        entry = roster.students.pop(old)
+    if (entry := roster.students.pop(old, None)) is not None:
         entry.student_id = new
         roster.students[new] = entry
         roster.save()
-
-    def renamed(rows):
-        for r in rows:
-            if r["student"] == old:
-                r["student"] = new
-        return rows
-
-    _edit_reports(course, renamed)
+    _edit_reports(
+        course, lambda rows: [replace(r, student=new) if r.student == old else r for r in rows]
+    )
 
 
 def _edit_reports(course, edit) -> None:
-    """Apply `edit` to the rows of every assignment's report, and write the reports again."""
-    from autograder.reporting.reports import StudentResult, write_reports
-
+    """Every assignment's reports written again, `edit` applied to their rows."""
     for path in sorted(course.reports.glob("*.json")):
-        try:
-            rows = json.loads(path.read_text())
-        except ValueError:
-            continue
-        if not isinstance(rows, list):
-            continue
-        results = [StudentResult(**row) for row in edit(rows)]
-        write_reports(course, path.stem, results)
+        if rows := read_rows(course, path.stem):
+            write_reports(course, path.stem, edit(rows))
 
 
 def extend(course, assignment: str, student: str, due: str) -> str:
     """Give `student` until `due` for `assignment` ("" takes the extension back), and charge
     their graded submission the late penalty again; what changed, in one line."""
-    from autograder.course import record
-    from autograder.engine.gradebook import set_penalty
-    from autograder.reporting.reports import refresh_reports
-
-    if not _known(course, student):
-        raise ValueError(f"no student {student!r}: not in submitted/, the roster or the gradebook")
+    _known(course, student)
     tz = course.policy().timezone
-    try:
-        late_policy.parse_time(due, tz) if due else None
-    except ValueError:
-        raise ValueError(f"{due!r} is not a date and time; write '2027-03-18 23:59'") from None
     when = late_policy.extend(course.extensions_path, assignment, student, due, tz)
     policy = course.policy()
     said = f"{student}: {assignment} is due {policy.due(assignment, student) or 'never'}"
