@@ -36,7 +36,9 @@ CODE_WIDTH = 120  # characters of a line kept in a finding
 _DEFAULT_ALIASES = {"F": "torch.nn.functional", "nn": "torch.nn", "np": "numpy"}
 # Strings that point at the grader: its packages, nbgrader's variables, the sandbox's paths.
 _GRADER_NAME = re.compile(r"\s*(autograder|nbgrader)(\.\w+)*\s*")
-_GRADER_SIGN = re.compile(r"NBGRADER_\w+|/grader(/\S*)?|/sandbox(/\S*)?|\S*(runner|protocol)\.py")
+_GRADER_SIGN = re.compile(
+    _GRADER_NAME.pattern + r"|NBGRADER_\w+|/grader(/\S*)?|/sandbox(/\S*)?|\S*(runner|protocol)\.py"
+)
 _EXEC = frozenset({"exec", "eval", "compile", "builtins.exec", "builtins.eval", "builtins.compile"})
 _IMPORTERS = frozenset({"__import__", "builtins.__import__", "importlib.import_module"})
 _GETATTR = ("getattr", "builtins.getattr")
@@ -230,9 +232,7 @@ class _Scanner(ast.NodeVisitor):
             self.generic_visit(node)
 
     def visit_Constant(self, node: ast.Constant) -> None:
-        if type(node.value) is str and (
-            _GRADER_NAME.fullmatch(node.value) or _GRADER_SIGN.fullmatch(node.value.strip())
-        ):
+        if type(node.value) is str and _GRADER_SIGN.fullmatch(node.value.strip()):
             self.emit("autograder_import", node, "sign", node.value.strip())
 
     def visit_Call(self, node: ast.Call) -> None:
