@@ -175,7 +175,7 @@ class _Scanner(ast.NodeVisitor):
                     self.emit("forbidden_builtin", node, "builtin", "Imports", name)
                 self.scopes[alias.asname or alias.name] = path
 
-    def visit_block(self, body: list[ast.AST] | ast.AST, scope: dict[str, str | None]) -> None:
+    def walk_body(self, body: list[ast.AST] | ast.AST, scope: dict[str, str | None]) -> None:
         self.scopes = self.scopes.new_child(scope)
         for statement in body if isinstance(body, list) else [body]:  # a lambda's is one expression
             self.visit(statement)
@@ -191,14 +191,14 @@ class _Scanner(ast.NodeVisitor):
         if not isinstance(node, ast.Lambda):
             self.scopes[node.name] = None
         params = [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
-        self.visit_block(node.body, {p.arg: None for p in params if p is not None})
+        self.walk_body(node.body, {p.arg: None for p in params if p is not None})
 
     visit_AsyncFunctionDef = visit_Lambda = visit_FunctionDef
 
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
         for expr in [*node.decorator_list, *node.bases, *node.keywords]:
             self.visit(expr)
-        self.visit_block(node.body, {})
+        self.walk_body(node.body, {})
         self.scopes[node.name] = None
 
     def visit_Assign(self, node: ast.Assign) -> None:
