@@ -228,8 +228,8 @@ class _Server:
             self.channel.write({"event": Event.CELL, "index": int(index)})
             outputs = self.run_cell(int(index), str(source), request.get("seconds"))
             self.channel.write({"event": Event.CELL_DONE, "index": int(index), "outputs": outputs})
-        public = [(k, v) for k, v in list(self.namespace.items()) if isinstance(k, str)]
-        names = {k: type(v).__name__ for k, v in public if not k.startswith("_")}
+        items = list(self.namespace.items())  # a copy: a student's thread may still bind names
+        names = {k: type(v).__name__ for k, v in items if isinstance(k, str) and k[:1] != "_"}
         self.channel.write({"event": Event.READY, "names": names})
 
     def stand_in(self, name: str):
