@@ -296,3 +296,19 @@ def test_in_the_sandbox_a_cache_that_drops_earlier_keys_costs_greedy_decode_only
     failed = {gid for gid, (passed, _) in verdicts.items() if not passed}
     assert failed == {"greedy_decode_tests"}, verdicts
     assert "same cache dict" in verdicts["greedy_decode_tests"][1]
+
+
+def test_the_reference_trains_even_when_first_called_under_no_grad():
+    # The right bank's translate functions run under torch.no_grad() and train the reference's
+    # model on first use; in a process where nothing trained it before, training must still work.
+    torch.manual_seed(0)  # as train_translator seeds itself: the same initial weights
+    untrained = ref.TokenTransformer(
+        ref.Transformer(32, 4, 1, 1, 64, 0.0), 32, len(ref.SOURCE_WORDS), len(ref.TARGET_WORDS)
+    )
+    with torch.no_grad():
+        model = ref.train_translator(steps=2)
+    changed = [
+        not torch.equal(p, q)
+        for p, q in zip(model.parameters(), untrained.parameters(), strict=True)
+    ]
+    assert all(changed) and torch.is_grad_enabled()  # and the no_grad block is over

@@ -386,6 +386,7 @@ class TokenTransformer(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
+@torch.enable_grad()  # first used, maybe, inside a caller's torch.no_grad() (a translate)
 def train_translator(model_class=Transformer, steps=400, seed=0, E=32, layers=1, factor=2.0,
                      warmup=100):  # fmt: skip
     """Train a TokenTransformer around model_class on random clauses of 3 to 6 words."""
