@@ -56,6 +56,7 @@ __all__ = [
     "module_state",
     "through",
     "close",
+    "dropout_only_in_training",
     "draw",
     "dtype_name",
     "label",
@@ -520,6 +521,24 @@ def close(
     return bool(
         torch.allclose(actual.to(expected.dtype), expected, rtol, atol, equal_nan=equal_nan)
     )
+
+
+def dropout_only_in_training(
+    model: Subject, name: str, plain: Subject, plain_name: str, inputs: tuple, advice: str
+) -> None:
+    """`model` (built with dropout) in eval mode equals `plain` (the same weights, dropout=0.0)
+    on `inputs`; in training mode it does not. `advice` says where the dropout should go."""
+    calling(f"{name}.eval()", model.method("eval"))
+    calling(f"{plain_name}.eval()", plain.method("eval"))
+    expected = calling(plain_name, plain, *inputs)
+    compare(calling(f"{name} in eval mode", model, *inputs), expected,
+            f"{name} in eval mode, against the same weights with dropout=0.0",
+            hint="Use nn.Dropout modules (and the attention's own dropout), which do nothing in "
+            "eval mode.")  # fmt: skip
+    calling(f"{name}.train()", model.method("train"))
+    out = calling(f"{name} in training mode", model, *inputs)
+    if isinstance(out, torch.Tensor) and close(out, expected):
+        raise CheckFailed(f"{name} in training mode: the dropout does nothing; {advice}.")
 
 
 def attention_rows(weights, mask: torch.Tensor | None, what: str) -> None:

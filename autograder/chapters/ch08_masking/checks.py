@@ -40,6 +40,7 @@ from autograder.toolkit import (
     close,
     compare,
     draw,
+    dropout_only_in_training,
     label,
 )
 
@@ -699,21 +700,10 @@ def check_decoder_layer(cls: Subject) -> None:
 
     # dropout: in eval mode the layer is the same layer without dropout; in training it is not
     for norm_first in (False, True):
-        name, layer, _ = _build(cls, 8, 2, 16, norm_first, 9, torch.device("cpu"), torch.float32,
-                                dropout=0.5)  # fmt: skip
-        name = f"{name[:-1]}, dropout=0.5)"
-        _, plain, _ = _build(cls, 8, 2, 16, norm_first, 9, torch.device("cpu"), torch.float32,
-                             dropout=0.0)  # fmt: skip
-        x, memory = draw((2, 4, 8), 5), draw((2, 3, 8), 6)
-        calling(f"{name}.eval()", layer.method("eval"))
-        calling("DecoderLayer(..., dropout=0.0).eval()", plain.method("eval"))
-        expected = calling(f"{name[:-1]}, dropout=0.0)", plain, x, memory)
-        compare(calling(f"{name} in eval mode", layer, x, memory), expected,
-                f"{name} in eval mode, against the same layer with dropout=0.0",
-                hint="Use nn.Dropout modules (and the attention's own dropout), which do nothing "
-                "in eval mode.")  # fmt: skip
-        calling(f"{name}.train()", layer.method("train"))
-        out = calling(f"{name} in training mode", layer, x, memory)
-        if isinstance(out, torch.Tensor) and close(out, expected):
-            raise CheckFailed(f"{name} in training mode: the dropout does nothing; pass dropout "
-                              "on to the attention modules and the nn.Dropout modules.")
+        cpu = torch.device("cpu")
+        name, layer, _ = _build(cls, 8, 2, 16, norm_first, 9, cpu, torch.float32, dropout=0.5)
+        plain_name, plain, _ = _build(cls, 8, 2, 16, norm_first, 9, cpu, torch.float32, 0.0)
+        dropout_only_in_training(
+            layer, name, plain, plain_name, (draw((2, 4, 8), 5), draw((2, 3, 8), 6)),
+            "pass dropout on to the attention modules and the nn.Dropout modules",
+        )  # fmt: skip

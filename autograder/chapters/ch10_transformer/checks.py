@@ -39,6 +39,7 @@ from autograder.toolkit import (
     close,
     compare,
     draw,
+    dropout_only_in_training,
     label,
 )
 
@@ -577,22 +578,13 @@ def check_transformer(cls: Subject) -> None:
                 raise CheckFailed(f"{name}: no gradient reaches {param}; is it used in forward?")
             compare(params[param], p.grad, f"{name}, gradient of {param}")
     # dropout: nothing in eval mode, something in training
-    _, model, _ = _build(cls, (8, 2, 1, 1, 16), 6, torch.device("cpu"), torch.float32, 0.5)
-    _, plain, _ = _build(cls, (8, 2, 1, 1, 16), 6, torch.device("cpu"), torch.float32, 0.0)
-    src, tgt = draw((2, 4, 8), 4), draw((2, 3, 8), 5)
-    name = "Transformer(8, 2, 1, 1, 16, dropout=0.5)"
-    calling(f"{name}.eval()", model.method("eval"))
-    calling("Transformer(..., dropout=0.0).eval()", plain.method("eval"))
-    expected = calling("Transformer(8, 2, 1, 1, 16, dropout=0.0)", plain, src, tgt)
-    compare(calling(f"{name} in eval mode", model, src, tgt), expected,
-            f"{name} in eval mode, against the same model with dropout=0.0",
-            hint="Use nn.Dropout modules (and the attention's own dropout), which do nothing in "
-            "eval mode.")  # fmt: skip
-    calling(f"{name}.train()", model.method("train"))
-    out = calling(f"{name} in training mode", model, src, tgt)
-    if isinstance(out, torch.Tensor) and close(out, expected):
-        raise CheckFailed(f"{name} in training mode: the dropout does nothing; pass dropout on "
-                          "to the attention modules and use nn.Dropout after each sublayer.")
+    cpu = torch.device("cpu")
+    name, model, _ = _build(cls, (8, 2, 1, 1, 16), 6, cpu, torch.float32, 0.5)
+    plain_name, plain, _ = _build(cls, (8, 2, 1, 1, 16), 6, cpu, torch.float32, 0.0)
+    dropout_only_in_training(
+        model, name, plain, plain_name, (draw((2, 4, 8), 4), draw((2, 3, 8), 5)),
+        "pass dropout on to the attention modules and use nn.Dropout after each sublayer",
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
